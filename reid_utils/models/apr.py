@@ -1,0 +1,156 @@
+"""APR-Net: attribute-person recognition with an Attribute Re-weighting Module (ARM).
+
+Lin et al., "Improving Person Re-identification by Attribute and Identity Learning" (2017),
+as described in the course report:
+
+1. a ResNet trunk and global average pooling: ``(B, 2048)``;
+2. a bottleneck ``Linear(2048, 512) -> BatchNorm1d -> LeakyReLU(0.1) (or ReLU) -> Dropout``:
+   the identity feature ``f`` ``(B, 512)``;
+3. 12 parallel attribute classifiers ``Linear(512, C_g)``, one per schema group; side by side
+   they are the ``(B, 41)`` groups-form attribute logits (group ``g`` in ``GROUP_SLICES[g]``);
+4. the ARM. Our exact reading of "a linear layer with softmax that gives a confidence per
+   attribute prediction and re-weights the predictions":
+
+   * the *attribute predictions* are the per-group softmax probabilities ``p`` ``(B, 41)``
+     (the 12 distributions side by side);
+   * ``arm_weights = softmax(Linear(41, 12)(p))`` ``(B, 12)``: one confidence per attribute
+     group, summing to 1 over the 12 groups;
+   * the re-weighted predictions are ``r[:, GROUP_SLICES[g]] = 12 * arm_weights[:, g] *
+     p[:, GROUP_SLICES[g]]``. The constant factor 12 (the number of groups) makes uniform
+     weights leave ``p`` unchanged, so the attribute part keeps the scale of probabilities
+     next to the 512-d feature; it does not change what the module can express;
+   * gradients flow through ``p`` (the identity loss also trains the attribute classifiers,
+     as in APR-Net);
+5. the embedding is ``concat(f, r)`` ``(B, 512 + 41 = 553)``; the identity classifier
+   (linear or cosine) on it is used in training only.
+
+Forward contract:
+
+* train: ``{"features": (B, 553), "id_logits": (B, num_ids) or None, "attribute_logits":
+  (B, 41), "arm_weights": (B, 12)}``;
+* eval: ``{"embedding": (B, 553), "attribute_logits": (B, 41), "arm_weights": (B, 12)}``.
+
+With ``attribute_form="binary"`` the 12 classifiers become one ``Linear(512, 30)`` for the
+30 binary attributes, ``p`` are their sigmoids and the ARM weighs the 30 attributes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.schema import GROUP_SLICES, GROUPS, NUM_BINARY, num_attribute_logits
+from ..errors import ConfigError
+from .backbones import ResNetTrunk, build_resnet
+from .heads import build_classifier
+
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True), "relu": lambda: nn.ReLU(inplace=True)}
+
+
+class Bottleneck(nn.Module):
+    """``Linear(in, out) -> BatchNorm1d -> LeakyReLU/ReLU -> Dropout``: ``(B, in) -> (B, out)``."""
+
+    def __init__(self, in_dim: int, out_dim: int = 512, dropout: float = 0.5, activation: str = "leaky_relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        self.block = nn.Sequential(
+            nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), ACTIVATIONS[activation](), nn.Dropout(dropout)
+        )
+        nn.init.kaiming_normal_(self.block[0].weight, a=0, mode="fan_out")
+        nn.init.zeros_(self.block[0].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class AttributeReweighting(nn.Module):
+    """ARM: ``probabilities (B, A) -> (reweighted (B, A), weights (B, K))``, weights summing to 1.
+
+    ``slices`` gives, for each of the ``K`` attributes, its columns in the ``A`` predictions.
+    """
+
+    def __init__(self, slices: tuple[slice, ...]):
+        super().__init__()
+        self.slices = slices
+        width = slices[-1].stop
+        self.fc = nn.Linear(width, len(slices))
+        # (K, A) 0/1 matrix: column a belongs to attribute k; spreads weights over the columns.
+        membership = torch.zeros(len(slices), width)
+        for k, s in enumerate(slices):
+            membership[k, s] = 1.0
+        self.register_buffer("membership", membership, persistent=False)
+
+    def forward(self, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = self.fc(probabilities).softmax(dim=1)  # (B, K), rows sum to 1
+        column_weights = weights @ self.membership  # (B, A)
+        return probabilities * column_weights * len(self.slices), weights
+
+
+class APRNet(nn.Module):
+    """APR-Net; see the module docstring for the architecture, the ARM and the returned dicts."""
+
+    def __init__(
+        self,
+        trunk: ResNetTrunk,
+        num_ids: int,
+        attribute_form: str = "groups",
+        bottleneck_dim: int = 512,
+        dropout: float = 0.5,
+        activation: str = "leaky_relu",
+        classifier: str = "linear",
+    ):
+        super().__init__()
+        self.trunk = trunk
+        self.bottleneck = Bottleneck(trunk.out_channels, bottleneck_dim, dropout, activation)
+        if attribute_form == "groups":
+            self.slices = GROUP_SLICES
+            self.attribute_classifiers = nn.ModuleList(nn.Linear(bottleneck_dim, g.num_classes) for g in GROUPS)
+        else:
+            self.slices = tuple(slice(i, i + 1) for i in range(NUM_BINARY))
+            self.attribute_classifiers = nn.ModuleList([nn.Linear(bottleneck_dim, NUM_BINARY)])
+        self.arm = AttributeReweighting(self.slices)
+        self.num_ids = num_ids
+        self.attribute_form = attribute_form
+        self.embedding_dim = bottleneck_dim + num_attribute_logits(attribute_form)
+        self.classifier = build_classifier(classifier, self.embedding_dim, num_ids)
+
+    def attribute_probabilities(self, attribute_logits: torch.Tensor) -> torch.Tensor:
+        """``(B, A)`` logits -> per-group softmax (groups form) or sigmoids (binary form)."""
+        if self.attribute_form == "binary":
+            return attribute_logits.sigmoid()
+        return torch.cat([attribute_logits[:, s].softmax(dim=1) for s in self.slices], dim=1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        fmap = self.trunk(x)  # (B, 2048, h, w)
+        f = self.bottleneck(fmap.mean(dim=(2, 3)))  # (B, 512)
+        attribute_logits = torch.cat([head(f) for head in self.attribute_classifiers], dim=1)  # (B, 41)
+        reweighted, arm_weights = self.arm(self.attribute_probabilities(attribute_logits))  # (B, 41), (B, 12)
+        embedding = torch.cat([f, reweighted], dim=1)  # (B, 553)
+        if not self.training:
+            return {"embedding": embedding, "attribute_logits": attribute_logits, "arm_weights": arm_weights}
+        id_logits = self.classifier(embedding) if self.classifier is not None else None
+        return {
+            "features": embedding,
+            "id_logits": id_logits,
+            "attribute_logits": attribute_logits,
+            "arm_weights": arm_weights,
+        }
+
+
+def build(
+    num_ids: int,
+    attribute_form: str = "groups",
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+    depth: int = 50,
+    last_stride: int = 1,
+    classifier: str = "linear",
+    dropout: float = 0.5,
+    bottleneck_dim: int = 512,
+    activation: str = "leaky_relu",
+) -> APRNet:
+    """APR-Net on a ResNet-``depth`` trunk (the paper: ResNet-50)."""
+    trunk = build_resnet(depth, pretrained=pretrained, weights_path=weights_path, last_stride=last_stride)
+    return APRNet(trunk, num_ids, attribute_form, bottleneck_dim, dropout, activation, classifier)
