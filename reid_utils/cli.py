@@ -81,8 +81,16 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _none_or(kind: type):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (``--num-epochs`` and ``--num_epochs`` both work).
+    """One option per TrainConfig field: ``num_epochs`` is ``--num-epochs`` (or ``--epochs``).
 
     Options the user does not give are left out, so the config's per-model defaults apply.
     """
@@ -91,20 +99,18 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     shortcuts = {"data_root": ["--data"], "out_dir": ["--out"], "num_epochs": ["--epochs"]}
     for field in dataclasses.fields(TrainConfig):
-        names = [f"--{field.name.replace('_', '-')}"] + shortcuts.get(field.name, [])
-        if "_" in field.name:
-            names.append(f"--{field.name}")
+        names = shortcuts.get(field.name, []) + [f"--{field.name.replace('_', '-')}"]
         kind = hints[field.name]
-        args = typing.get_args(kind)
-        if typing.get_origin(kind) is typing.Union or type(kind).__name__ == "UnionType":
-            kind = next(a for a in args if a is not type(None))  # Optional[X] -> X
-        help_text = field.metadata.get("help", "")
+        optional = type(None) in typing.get_args(kind)
+        if optional:  # Optional[X] -> X, and "none" on the command line gives None
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        help_text = field.metadata.get("help", "").replace("%", "%%")
         if kind is bool:
             parser.add_argument(*names, dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         elif kind in (int, float, str):
-            parser.add_argument(*names, dest=field.name, type=kind, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(*names, dest=field.name, type=_none_or(kind) if optional else kind,
+                                default=argparse.SUPPRESS, help=help_text)
         elif typing.get_origin(kind) is typing.Literal:
             parser.add_argument(*names, dest=field.name, choices=typing.get_args(kind),
                                 default=argparse.SUPPRESS, help=help_text)
