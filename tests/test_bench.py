@@ -1,0 +1,100 @@
+"""The benchmark suite runs and reports what it promises (keys, correctness); timings are never asserted."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reid_utils.bench import HEADLINE_KEYS, BenchSettings, interleaved, market_like_problem, run_benchmarks
+from reid_utils.cli import main
+from reid_utils.errors import ConfigError
+
+#: Tiny sizes for the model sections: the code paths of the full run in a few seconds.
+TINY = BenchSettings(
+    sizes=((64, 32),), depth=18, num_ids=10, batch_p=2, batch_k=2, train_reps=1, infer_batch=4, infer_reps=1,
+    warmup=0, compile=False, eval_queries=200, eval_gallery=900, eval_reps=1, rerank_queries=30,
+    rerank_gallery=120, rerank_check_queries=12, rerank_check_gallery=48, loader_batches=2, prefer_course_data=False,
+)
+
+
+def test_quick_json_eval_and_loader(tiny_course_root, monkeypatch, capsys):
+    monkeypatch.setenv("REID_DATA_ROOT", str(tiny_course_root))
+    result = run_benchmarks(quick=True, as_json=True, sections=["eval", "loader"])
+    printed = json.loads(capsys.readouterr().out)  # stdout is exactly one JSON object
+    assert printed == result
+    assert set(HEADLINE_KEYS) <= set(result)
+    for key in ("machine", "settings", "targets", "seconds", "eval", "loader"):
+        assert key in result
+    for key in ("cpu", "cores", "torch", "cpu_bf16", "device", "fast_path", "plain_path"):
+        assert key in result["machine"]
+    assert result["sections"] == ["eval", "loader"]
+    assert result["train_speedup"] is None and result["infer_speedup"] is None  # not run
+
+    assert result["eval_max_abs_diff"] <= 1e-6  # fast evaluator == per-query loop
+    evaluation = result["eval"]
+    assert (evaluation["num_query"], evaluation["num_gallery"]) == (600, 3000)
+    assert 0.5 < evaluation["mAP"] <= 1.0  # the synthetic problem is a realistic one
+    assert evaluation["speedup"] > 0 and result["eval_speedup"] == evaluation["speedup"]
+
+    loader = result["loader"]
+    assert loader["data_root"] == str(tiny_course_root)
+    assert loader["num_images"] == 16 * 6
+    assert result["loader_img_s"] == loader["sizes"]["128x64"]["loader_img_s"] > 0
+    assert loader["sizes"]["128x64"]["tensor_img_s"] > 0
+
+
+def test_train_and_infer_sections_tiny_model(capsys):
+    result = run_benchmarks(settings=TINY, sections="train,infer")
+    table = capsys.readouterr().out
+    for section in ("train", "infer"):
+        entry = result[section]["sizes"]["64x32"]
+        assert entry["fast_img_s"] > 0 and entry["plain_img_s"] > 0
+        assert len(entry["fast_rep_seconds"]) == len(entry["plain_rep_seconds"]) == 1
+        assert entry["speedup"] == pytest.approx(entry["fast_img_s"] / entry["plain_img_s"])
+        assert result[f"{section}_speedup"] == entry["speedup"]
+        assert f"| {section} img/s | 64x32 |" in table
+    assert result["train"]["batch_size"] == 4
+    assert result["eval_speedup"] is None
+
+
+def test_rerank_section_reports_seconds_and_memory():
+    pytest.importorskip("reid_utils.rerank")
+    result = run_benchmarks(settings=TINY, as_json=True, sections=["rerank"])
+    rerank = result["rerank"]
+    assert "error" not in rerank, rerank.get("error")
+    assert result["rerank_seconds"] == rerank["seconds"] > 0
+    assert result["rerank_peak_gb"] == rerank["peak_gb"] >= 0
+    assert rerank["shape"] == [30, 120]
+    assert rerank["max_abs_diff"] >= 0  # measured against the reference (its bound is rerank's own test)
+
+
+def test_cli_bench_json(capsys):
+    assert main(["bench", "--json", "--quick", "--only", "eval"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["sections"] == ["eval"] and result["quick"] is True
+    assert result["eval_max_abs_diff"] <= 1e-6
+
+
+def test_unknown_section_is_a_config_error():
+    with pytest.raises(ConfigError, match="valid sections: train, infer, eval, rerank, loader"):
+        run_benchmarks(quick=True, sections=["training"])
+
+
+def test_interleaved_alternates_and_drops_warmup():
+    calls = []
+    seconds = interleaved({"fast": lambda: calls.append("fast"), "plain": lambda: calls.append("plain")},
+                          reps=3, warmup=1)
+    assert calls == ["fast", "plain", "plain", "fast", "fast", "plain", "plain", "fast"]
+    assert len(seconds["fast"]) == len(seconds["plain"]) == 3
+
+
+def test_market_like_problem_has_market_structure():
+    p = market_like_problem(num_query=337, num_gallery=1600, dim=32, seed=3)
+    assert p["q_feats"].shape == (337, 32) and p["g_feats"].shape == (1600, 32)
+    assert p["q_feats"].dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(p["g_feats"], axis=1), 1.0, rtol=1e-5)
+    g_pids = p["g_pids"]
+    assert (g_pids == -1).sum() == 80 and (g_pids == 0).sum() == 208  # 5 % junk, 13 % distractors
+    assert set(p["q_pids"]) <= set(g_pids[g_pids > 0])  # every query identity is in the gallery
+    assert p["q_camids"].min() >= 0 and p["g_camids"].max() <= 5
