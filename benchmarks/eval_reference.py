@@ -82,9 +82,12 @@ def market_like_features(seed=0, num_query=MARKET_NUM_QUERY, num_gallery=MARKET_
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, num_ids, (num_query + num_gallery,), generator=generator)
     centers = torch.randn(num_ids, dim, generator=generator)
-    x = centers[ids] + torch.randn(num_query + num_gallery, dim, generator=generator)
-    x = torch.nn.functional.normalize(x, dim=1)
-    return x[:num_query].contiguous(), x[num_query:].contiguous()
+    q = torch.randn(num_query, dim, generator=generator)
+    g = torch.randn(num_gallery, dim, generator=generator)
+    for x, x_ids in ((q, ids[:num_query]), (g, ids[num_query:])):  # in place: a small memory peak
+        x += centers[x_ids]
+        x /= x.norm(dim=1, keepdim=True)
+    return q, g
 
 
 def bench_evaluation(repeats=3, seed=0) -> dict:
