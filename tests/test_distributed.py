@@ -1,0 +1,34 @@
+"""torchrun: two CPU processes on the gloo backend train a few steps and leave one checkpoint."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reid_utils.checkpoint import load_model_from_checkpoint
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_loadable_checkpoint(tiny_course_root, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this python")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "reid_utils", "train", "--smoke",
+           "--data", str(tiny_course_root), "--out", str(out), "--num-epochs", "2", "--max-steps", "2",
+           "--seed", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # rank 0 alone writes: exactly one set of files, no leftover temporary files
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["best.pt", "curves.png", "history.json", "last.pt", "split.json"], names
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    model, ckpt = load_model_from_checkpoint(out / "best.pt")
+    assert ckpt["config"]["model"] == "apr"
+    assert model.num_ids == len(ckpt["pid_to_label"])
