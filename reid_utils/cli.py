@@ -41,13 +41,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .engine import main as train_main
+    from .config import TrainConfig
+    from .engine import best_epoch, fit
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    history = train_main(**overrides)
-    best = history.get("best") if isinstance(history, dict) else None
-    if best:
-        print(f"best: {best}")
+    cfg = TrainConfig.from_overrides(**overrides)
+    history = fit(cfg)
+    if history.get(cfg.early_stopping_metric):
+        row = best_epoch(history, cfg.early_stopping_metric)
+        keys = ("epoch", "mAP", "rank1", "course_mAP", "course_rank1", "attribute_accuracy")
+        print("best epoch: " + ", ".join(f"{k} {row[k]:.4g}" for k in keys if k in row))
     return 0
 
 

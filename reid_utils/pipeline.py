@@ -70,15 +70,16 @@ def run_pipeline(out_dir: str | os.PathLike = "outputs", data_root: str | os.Pat
         runs[stage] = run_dir / "best.pt"
 
     _log("evaluating on the validation split")
-    evaluation = {}
+    evaluation, results = {}, {}
     for stage, checkpoint in runs.items():
         result = evaluate_checkpoint(checkpoint, root, split_file=split_file,
                                      rerank=(False,) if smoke else (False, True))
         print(format_result(result))
+        results[stage] = result
         evaluation[stage] = to_jsonable(result)
     atomic_write_text(out_dir / "evaluation.json", json.dumps(evaluation, indent=2))
     if not smoke:
-        _write_figures(runs, root, split_file, out_dir / "figures")
+        _write_figures(runs, results, out_dir / "figures")
 
     _log("exporting the course deliverables")
     export = export_submission(root, runs["reid"], out_dir / "submission")
@@ -97,13 +98,29 @@ def run_pipeline(out_dir: str | os.PathLike = "outputs", data_root: str | os.Pat
     return summary
 
 
-def _write_figures(runs: dict, root: Path, split_file: Path, folder: Path) -> None:
-    """Training curves and the retrieval / attribute figures of notebook 04."""
+def _write_figures(runs: dict, results: dict, folder: Path) -> None:
+    """The figures of notebook 04 for both models: training curves, per-attribute accuracy,
+    CMC curves, a retrieval grid (re-ID model) and a t-SNE of its validation embeddings."""
     from .checkpoint import load_checkpoint
     from .plots import plot_history
+    from .retrieval import rank_gallery
+    from .visualize import plot_attribute_accuracy, plot_cmc, plot_retrieval_grid, plot_tsne
 
     folder.mkdir(parents=True, exist_ok=True)
     for stage, checkpoint in runs.items():
         history = load_checkpoint(checkpoint).get("history") or {}
         if history:
             plot_history(history, path=folder / f"{stage}_curves.png")
+    plot_attribute_accuracy({f"{stage} ({r['model']['name']})": r["attributes"][True]["accuracy"]
+                             for stage, r in results.items() if r["attributes"].get(True)},
+                            path=folder / "attribute_accuracy.png")
+    reid = results["reid"]
+    plot_cmc({label: cmc for label, cmc in reid["cmc"].items() if label.startswith("market")},
+             path=folder / "cmc.png", title=f"CMC, validation ({reid['model']['name']})")
+    query, gallery = reid["features"]["query"], reid["features"]["gallery"]
+    shown = list(range(0, len(query["paths"]), max(1, len(query["paths"]) // 6)))[:6]
+    ranked = rank_gallery(reid["features"]["distmat"][shown], 10).numpy()
+    plot_retrieval_grid([query["paths"][i] for i in shown], gallery["paths"], ranked,
+                        query["pids"][shown], gallery["pids"], path=folder / "retrieval_grid.png")
+    plot_tsne(gallery["embeddings"], gallery["pids"], path=folder / "tsne.png")
+    _log(f"figures in {folder}")
