@@ -82,16 +82,8 @@ def validate_classification(df: pd.DataFrame, expected_names: Iterable[str],
     if len(df) != len(expected):
         raise ExportError(f"{source}: {len(df)} rows, expected {len(expected)} (one per test image)")
     ids = [str(v) for v in df["id"].tolist()]
-    dup = _first_duplicate(ids)
-    if dup is not None:
-        raise ExportError(f"{source}: row {dup[1] + 1} repeats id {dup[0]!r}")
-    expected_set = set(expected)
-    for row, name in enumerate(ids):
-        if name not in expected_set:
-            raise ExportError(f"{source}: row {row + 1} has id {name!r}, which is not a test image")
-    for row, (got, want) in enumerate(zip(ids, expected)):
-        if got != want:
-            raise ExportError(f"{source}: row {row + 1} has id {got!r}, expected {want!r} (rows must be sorted by id)")
+    _check_sorted_names(ids, expected, source,
+                        unit="row", repeats="repeats id", has="has id", kind="a test image", order="id")
     values = df[list(COURSE_COLUMNS)]
     numeric = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(numeric) | (numeric != np.round(numeric))
@@ -168,16 +160,8 @@ def validate_reid_lines(rankings: Mapping[str, Sequence[str]], expected_queries:
     items = list(rankings.items()) if isinstance(rankings, Mapping) else list(rankings)
     if len(keys) != len(queries):
         raise ExportError(f"{source}: {len(keys)} query lines, expected {len(queries)} (one per query image)")
-    dup = _first_duplicate(keys)
-    if dup is not None:
-        raise ExportError(f"{source}: line {dup[1] + 1} repeats query {dup[0]!r}")
-    query_set = set(queries)
-    for line, q in enumerate(keys):
-        if q not in query_set:
-            raise ExportError(f"{source}: line {line + 1} is for {q!r}, which is not a query image")
-    for line, (got, want) in enumerate(zip(keys, queries)):
-        if got != want:
-            raise ExportError(f"{source}: line {line + 1} is for {got!r}, expected {want!r} (lines must be sorted by query)")
+    _check_sorted_names(keys, queries, source,
+                        unit="line", repeats="repeats query", has="is for", kind="a query image", order="query")
     for line, (q, ranked) in enumerate(items):
         ranked = [str(g) for g in ranked]
         if len(ranked) != want_len:
@@ -235,6 +219,23 @@ def read_reid_txt(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
             raise ExportError(f"{path}: line {number} is not 'QUERY.jpg: G1.jpg, G2.jpg, ...'")
         lines.append((query.strip(), [g.strip() for g in rest.split(",") if g.strip()]))
     return lines
+
+
+def _check_sorted_names(names: Sequence[str], expected: Sequence[str], source: str, *, unit: str,
+                        repeats: str, has: str, kind: str, order: str) -> None:
+    """``names`` must be ``expected`` (sorted, same length): the first duplicate, unknown name or
+    out-of-order name raises ExportError naming the ``unit`` (row / line) it is on."""
+    dup = _first_duplicate(names)
+    if dup is not None:
+        raise ExportError(f"{source}: {unit} {dup[1] + 1} {repeats} {dup[0]!r}")
+    expected_set = set(expected)
+    for i, name in enumerate(names):
+        if name not in expected_set:
+            raise ExportError(f"{source}: {unit} {i + 1} {has} {name!r}, which is not {kind}")
+    for i, (got, want) in enumerate(zip(names, expected)):
+        if got != want:
+            raise ExportError(f"{source}: {unit} {i + 1} {has} {got!r}, expected {want!r} "
+                              f"({unit}s must be sorted by {order})")
 
 
 def _first_duplicate(items: Sequence[str]) -> tuple[str, int] | None:
