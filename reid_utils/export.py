@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .data.schema import COURSE_COLUMNS, groups_to_course
+from .data.schema import COURSE_COLUMNS, first_out_of_range, groups_to_course
 from .errors import ExportError
 from .io import atomic_open
 
@@ -94,11 +94,9 @@ def validate_classification(df: pd.DataFrame, expected_names: Iterable[str],
             f"{values.iat[row, col]!r}, expected an integer"
         )
     course = numeric.astype(np.int64)
-    hi = np.full(len(COURSE_COLUMNS), 2)
-    hi[0] = 4
-    bad = (course < 1) | (course > hi)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
+    bad = first_out_of_range(course)
+    if bad is not None:
+        row, col = bad
         allowed = "1-4" if col == 0 else "1 or 2"
         raise ExportError(
             f"{source}: row {row + 1} ({ids[row]}) column {COURSE_COLUMNS[col]!r} has value "

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
-from .schema import COURSE_COLUMNS
+from .schema import COURSE_COLUMNS, first_out_of_range
 
 COURSE_CSV = "annotations_train.csv"
 MARKET_MAT = "market_attribute.mat"
@@ -24,11 +24,9 @@ MARKET_MAT = "market_attribute.mat"
 
 def _check_ranges(course: np.ndarray, describe_row: Callable[[int], str]) -> None:
     """Raise on the first value outside 1-4 (age) or 1-2 (other columns)."""
-    hi = np.full(len(COURSE_COLUMNS), 2)
-    hi[0] = 4
-    bad = (course < 1) | (course > hi)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
+    bad = first_out_of_range(course)
+    if bad is not None:
+        row, col = bad
         expected = "1-4" if col == 0 else "1 (no) or 2 (yes)"
         raise DataError(
             f"{describe_row(row)}: column {COURSE_COLUMNS[col]!r} has value {course[row, col]}, expected {expected}"

@@ -113,17 +113,22 @@ def validate_course(course: np.ndarray, source: str = "attributes") -> np.ndarra
     if course.ndim != 2 or course.shape[1] != len(COURSE_COLUMNS):
         raise DataError(f"{source}: expected {len(COURSE_COLUMNS)} attribute columns, got shape {course.shape}")
     course = course.astype(np.int64)
-    lo = np.ones(len(COURSE_COLUMNS), dtype=np.int64)
-    hi = np.full(len(COURSE_COLUMNS), 2, dtype=np.int64)
-    hi[0] = 4
-    bad = (course < lo) | (course > hi)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
+    bad = first_out_of_range(course)
+    if bad is not None:
+        row, col = bad
         expected = "1-4" if col == 0 else "1 or 2"
         raise DataError(
             f"{source}: row {row} column {COURSE_COLUMNS[col]!r} has value {course[row, col]}, expected {expected}"
         )
     return course
+
+
+def first_out_of_range(course: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first course-form value outside 1-4 (age) or 1-2, or None."""
+    hi = np.full(len(COURSE_COLUMNS), 2)
+    hi[0] = 4
+    bad = (course < 1) | (course > hi)
+    return tuple(map(int, np.argwhere(bad)[0])) if bad.any() else None
 
 
 def _colour_index(bits: np.ndarray) -> np.ndarray:
