@@ -42,7 +42,8 @@ def test_forward_contract(name, size):
 
     model.train()
     out = model(_batch(*size))
-    assert out["features"].shape == (2, model.embedding_dim)
+    # what the metric losses see: the embedding, or (apr) the pooled trunk feature
+    assert out["features"].shape == (2, 512 if name == "apr" else model.embedding_dim)
     assert out["id_logits"].shape == (2, NUM_IDS)
     assert out["attribute_logits"].shape == (2, num_logits)
 
@@ -61,7 +62,8 @@ def test_apr_resnet50_shapes_and_arm():
     assert model.embedding_dim == 512 + NUM_GROUP_LOGITS
     model.train()
     out = model(_batch(128, 64))
-    assert out["features"].shape == (2, 553)
+    assert out["features"].shape == (2, 2048)
+    assert out["embedding"].shape == (2, 553)
     assert out["id_logits"].shape == (2, NUM_IDS)
     assert out["attribute_logits"].shape == (2, NUM_GROUP_LOGITS)
     assert out["arm_weights"].shape == (2, 12)
@@ -77,11 +79,19 @@ def test_arm_weights_sum_to_one_and_reweight_predictions(training):
     assert (weights >= 0).all()
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
     # The attribute part of the embedding is 12 * w_g * softmax(group logits).
-    vector = out["features" if training else "embedding"]
-    reweighted = vector[:, 512:]
+    reweighted = out["embedding"][:, 512:]
     for g, s in enumerate(GROUP_SLICES):
         expected = 12 * weights[:, g : g + 1] * out["attribute_logits"][:, s].softmax(dim=1)
         torch.testing.assert_close(reweighted[:, s], expected)
+
+
+def test_apr_metric_features_are_the_pooled_trunk_feature():
+    # BNNeck-style: triplet / center losses act before the bottleneck, so dropout never reaches them.
+    model = build_model("apr", NUM_IDS, depth=18).train()
+    x = _batch(64, 32)
+    out = model(x)
+    torch.testing.assert_close(out["features"], model.trunk(x).mean(dim=(2, 3)))
+    assert out["embedding"].shape == (2, 553)
 
 
 def test_apr_identity_loss_reaches_attribute_classifiers_and_arm():

@@ -21,13 +21,22 @@ as described in the course report:
      next to the 512-d feature; it does not change what the module can express;
    * gradients flow through ``p`` (the identity loss also trains the attribute classifiers,
      as in APR-Net);
-5. the embedding is ``concat(f, r)`` ``(B, 512 + 41 = 553)``; the identity classifier
-   (linear or cosine) on it is used in training only.
+5. the identity classifier (linear or cosine, training only) sees ``concat(f, r)``
+   ``(B, 512 + 41 = 553)``;
+6. the retrieval embedding is ``concat(n, r)`` ``(B, 553)``, where ``n`` is the 512-d
+   BatchNorm output *before* the activation. In eval mode ``f = LeakyReLU(n)``; using ``n``
+   follows BNNeck (Luo et al. 2019), whose point is that the normalised feature, not the
+   clipped one, suits cosine retrieval. On the real course data (30-epoch checkpoint,
+   validation, flip) it gave course mAP 76.5 / rank-1 93.2 against 75.4 / 91.9 for
+   ``concat(f, r)``.
 
 Forward contract:
 
-* train: ``{"features": (B, 553), "id_logits": (B, num_ids) or None, "attribute_logits":
-  (B, 41), "arm_weights": (B, 12)}``;
+* train: ``{"features": (B, 2048), "embedding": (B, 553), "id_logits": (B, num_ids) or None,
+  "attribute_logits": (B, 41), "arm_weights": (B, 12)}``; ``features`` is the pooled trunk
+  feature, before the bottleneck, on which the metric losses (triplet, center) act, as in
+  BNNeck: a triplet loss on the embedding, next to dropout and the identity classifier,
+  kept the identity loss near ln(num_ids) on the real data;
 * eval: ``{"embedding": (B, 553), "attribute_logits": (B, 41), "arm_weights": (B, 12)}``.
 
 With ``attribute_form="binary"`` the 12 classifiers become one ``Linear(512, 30)`` for the
@@ -61,8 +70,11 @@ class Bottleneck(nn.Module):
         nn.init.kaiming_normal_(self.block[0].weight, a=0, mode="fan_out")
         nn.init.zeros_(self.block[0].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(normalised, f)``: the BatchNorm output before the activation, and ``f`` after
+        activation and dropout."""
+        normalised = self.block[1](self.block[0](x))
+        return normalised, self.block[3](self.block[2](normalised))
 
 
 class AttributeReweighting(nn.Module):
@@ -124,15 +136,18 @@ class APRNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict:
         fmap = self.trunk(x)  # (B, 2048, h, w)
-        f = self.bottleneck(fmap.mean(dim=(2, 3)))  # (B, 512)
+        pooled = fmap.mean(dim=(2, 3))  # (B, 2048)
+        normalised, f = self.bottleneck(pooled)  # (B, 512) each
         attribute_logits = torch.cat([head(f) for head in self.attribute_classifiers], dim=1)  # (B, 41)
         reweighted, arm_weights = self.arm(self.attribute_probabilities(attribute_logits))  # (B, 41), (B, 12)
-        embedding = torch.cat([f, reweighted], dim=1)  # (B, 553)
+        embedding = torch.cat([normalised, reweighted], dim=1)  # (B, 553), for retrieval
         if not self.training:
             return {"embedding": embedding, "attribute_logits": attribute_logits, "arm_weights": arm_weights}
-        id_logits = self.classifier(embedding) if self.classifier is not None else None
+        id_logits = self.classifier(torch.cat([f, reweighted], dim=1)) if self.classifier is not None else None
         return {
-            "features": embedding,
+            # BNNeck-style: the metric losses (triplet, center) see the pooled trunk feature
+            "features": pooled,
+            "embedding": embedding,
             "id_logits": id_logits,
             "attribute_logits": attribute_logits,
             "arm_weights": arm_weights,
