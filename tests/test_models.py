@@ -94,6 +94,17 @@ def test_apr_metric_features_are_the_pooled_trunk_feature():
     assert out["embedding"].shape == (2, 553)
 
 
+def test_apr_retrieval_embedding_is_the_batchnorm_output_before_the_activation():
+    model = build_model("apr", NUM_IDS, depth=18).eval()
+    x = _batch(64, 32)
+    with torch.no_grad():
+        out = model(x)
+        block = model.bottleneck.block
+        normalised = block[1](block[0](model.trunk(x).mean(dim=(2, 3))))
+    torch.testing.assert_close(out["embedding"][:, :512], normalised)
+    assert (normalised < 0).any()  # not clipped by the LeakyReLU
+
+
 def test_apr_identity_loss_reaches_attribute_classifiers_and_arm():
     model = build_model("apr", NUM_IDS, depth=18).train()
     out = model(_batch(64, 32))

@@ -54,7 +54,8 @@ from ..errors import ConfigError
 from .backbones import ResNetTrunk, build_resnet
 from .heads import build_classifier
 
-ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True), "relu": lambda: nn.ReLU(inplace=True)}
+# not in place: the retrieval embedding keeps the BatchNorm output the activation reads
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.1), "relu": lambda: nn.ReLU()}
 
 
 class Bottleneck(nn.Module):
