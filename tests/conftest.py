@@ -5,7 +5,8 @@
   sibling ``shared/data`` folder; tests using them skip cleanly when it is absent.
 * ``tiny_course_root`` / ``tiny_market_root``: small synthetic datasets written once per test
   session (fast: about 200 64x128 JPEG files each); ``tiny_sizes`` holds their sizes.
-* torch runs with 2 threads at most (the development machine is shared).
+* torch runs with 2 threads at most (the development machine is shared); ``one_thread``
+  drops to one for modules of tiny models.
 """
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def _few_torch_threads():
         return
     before = torch.get_num_threads()
     torch.set_num_threads(min(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    models and batches gain nothing from a second thread, and on a shared machine the idle
+    thread's spin-waiting costs more than it saves."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

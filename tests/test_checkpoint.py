@@ -25,14 +25,8 @@ NUM_IDS = 5
 PID_TO_LABEL = {10 + i: i for i in range(NUM_IDS)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models and batches gain nothing from a second thread; on a shared machine the idle
-    thread's spin-waiting costs more than it saves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: tiny models and batches: see the ``one_thread`` fixture in conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(model: str = "apr", **overrides) -> TrainConfig:
