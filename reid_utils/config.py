@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import ConfigError
+from .models.registry import MODEL_NAMES
 
-MODEL_NAMES = ("resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer")
 EARLY_STOPPING_METRICS = ("mAP", "rank1", "course_mAP", "course_rank1", "attribute_accuracy", "score", "val_loss")
 ModelName = Literal["resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer"]
 EarlyStoppingMetric = Literal["mAP", "rank1", "course_mAP", "course_rank1", "attribute_accuracy", "score", "val_loss"]
@@ -37,7 +37,6 @@ EarlyStoppingMetric = Literal["mAP", "rank1", "course_mAP", "course_rank1", "att
 @dataclass
 class TrainConfig:
     """Every hyperparameter of a training run (see the module docstring for the precedence)."""
-
     # --- data --------------------------------------------------------------------------------
     data_root: str | None = None  # dataset folder; None -> $REID_DATA_ROOT -> the bundled synthetic sample
     out_dir: str = "runs/train"  # checkpoints, history.json, curves.png, split.json (a Google Drive folder on Colab)
@@ -75,9 +74,9 @@ class TrainConfig:
     # --- batches and schedule ----------------------------------------------------------------
     batch_p: int = 16  # identities per batch (PK sampling); batch size = batch_p * batch_k
     batch_k: int = 4  # images per identity in a batch
-    num_epochs: int = 40  # training epochs (a cosine schedule spans all of them)
+    num_epochs: int | None = None  # training epochs (the cosine spans them); None = 40, or planned from max_minutes
     max_steps: int = 0  # cap on steps per epoch (quick runs, smoke); 0 = the whole epoch
-    max_minutes: float = 0.0  # time budget: stop after the epoch that would overrun it; 0 = none
+    max_minutes: float = 0.0  # time budget: plan the epochs (warmup + cosine) to end inside it; 0 = none
     optimizer: Literal["sgd", "adam", "adamw", "adamw_sgd"] = "adamw"  # sgd = Nesterov; adamw_sgd switches at switch_epoch
     lr: float = 1e-3  # peak learning rate (after warmup)
     weight_decay: float = 0.05  # decoupled (AdamW) or L2 (SGD/Adam); never on biases and norm layers
@@ -270,57 +269,6 @@ def check_names(values: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Model options: which config fields go to which builder argument
-
-
-_RENAMES = {
-    "la_transformer": {
-        "vit_patch_size": "patch_size",
-        "vit_embed_dim": "embed_dim",
-        "vit_depth": "depth",
-        "vit_heads": "num_heads",
-        "vit_dropout": "vit_dropout",
-        "lambda_global": "lambda_global",
-        "use_columns": "use_columns",
-        "dropout": "dropout",
-        "bottleneck_dim": "bottleneck_dim",
-    },
-}
-_CNN_OPTIONS = {
-    "depth": "depth",
-    "last_stride": "last_stride",
-    "dropout": "dropout",
-    "bottleneck_dim": "bottleneck_dim",
-    "head_channels": "head_channels",
-    "attention_heads": "num_heads",
-    "pyramid_dim": "pyramid_dim",
-}
-
-
-def model_kwargs(cfg: TrainConfig) -> dict:
-    """Keyword arguments for ``build_model(cfg.model, ...)`` beyond num_ids / form / weights.
-
-    Only options the model's builder accepts are passed, and ``None`` values are left out so
-    the model's own defaults apply. ``classifier`` follows ``id_loss`` (AM-Softmax needs
-    cosine logits); la_transformer gets ``image_size=(height, width)``.
-    """
-    from .models import get_builder
-
-    accepted = inspect.signature(get_builder(cfg.model)).parameters
-    mapping = _RENAMES.get(cfg.model, _CNN_OPTIONS)
-    kwargs = {}
-    for field_name, argument in mapping.items():
-        value = getattr(cfg, field_name)
-        if value is not None and argument in accepted:
-            kwargs[argument] = value
-    if "classifier" in accepted:
-        kwargs["classifier"] = "cosine" if cfg.id_loss == "amsoftmax" else "linear"
-    if "image_size" in accepted:
-        kwargs["image_size"] = (cfg.height, cfg.width)
-    return kwargs
-
-
-# ---------------------------------------------------------------------------------------------
 # Types and ranges
 
 
@@ -390,8 +338,18 @@ def _validate(cfg: TrainConfig) -> None:
         if not ok:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is out of range, expected {expected}")
 
-    need(cfg.height >= 16, "height", ">= 16 pixels")
-    need(cfg.width >= 16, "width", ">= 16 pixels")
+    for field in dataclasses.fields(cfg):  # inf and nan pass "> 0"-style checks, then fail in training
+        value = getattr(cfg, field.name)
+        if isinstance(value, float) and not abs(value) < float("inf"):
+            raise ConfigError(f"{field.name}={value!r} is not a finite number")
+    need(16 <= cfg.height <= 2048, "height", "16-2048 pixels")
+    need(16 <= cfg.width <= 2048, "width", "16-2048 pixels")
+    need(0 <= cfg.seed < 2**63, "seed", "0 <= seed < 2**63")
+    need(0 <= cfg.split_seed < 2**63, "split_seed", "0 <= split_seed < 2**63")
+    need(cfg.num_threads <= 1024, "num_threads", "at most 1024 (0 = the cores available)")
+    need(cfg.num_workers <= 256, "num_workers", "at most 256 DataLoader worker processes")
+    need(cfg.batch_p * cfg.batch_k <= 1 << 20, "batch_p", "batch_p * batch_k <= 1048576 images per batch")
+    need(cfg.eval_batch_size <= 1 << 20, "eval_batch_size", "<= 1048576 images per forward pass")
     need(0.0 <= cfg.val_fraction < 1.0, "val_fraction", "0 <= val_fraction < 1")
     need(cfg.subset_ids >= 0 and cfg.subset_ids != 1, "subset_ids", "0 (all) or >= 2")
     need(cfg.num_workers >= -1, "num_workers", ">= 0, or -1 for auto")
@@ -403,13 +361,13 @@ def _validate(cfg: TrainConfig) -> None:
     for name in ("bottleneck_dim", "head_channels", "attention_heads", "pyramid_dim", "vit_patch_size",
                  "vit_embed_dim", "vit_depth", "vit_heads"):
         value = getattr(cfg, name)
-        need(value is None or value >= 1, name, ">= 1 or None")
+        need(value is None or 1 <= value <= 65536, name, "1-65536 or None")
     need(cfg.batch_p >= 1, "batch_p", ">= 1")
     need(cfg.batch_k >= 1, "batch_k", ">= 1")
     if cfg.uses_metric_loss:
         need(cfg.batch_p >= 2, "batch_p", ">= 2 with a triplet/center loss (negatives need another identity)")
         need(cfg.batch_k >= 2, "batch_k", ">= 2 with a triplet/center loss (positives need a second image)")
-    need(cfg.num_epochs >= 1, "num_epochs", ">= 1")
+    need(cfg.num_epochs is None or cfg.num_epochs >= 1, "num_epochs", ">= 1 (or None: 40, or planned from max_minutes)")
     need(cfg.max_steps >= 0, "max_steps", ">= 0 (0 = whole epoch)")
     need(cfg.max_minutes >= 0, "max_minutes", ">= 0 (0 = no limit)")
     need(cfg.lr > 0, "lr", "> 0")

@@ -31,19 +31,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data.schema import GROUPS, NUM_BINARY, NUM_GROUP_LOGITS, NUM_GROUPS, GROUP_SLICES, check_form
 from .errors import ConfigError
+from .schema import (
+    BINARY_COLUMN_CLASS,
+    BINARY_COLUMN_GROUP,
+    GROUP_SLICES,
+    GROUPS,
+    NUM_BINARY,
+    NUM_GROUP_LOGITS,
+    NUM_GROUPS,
+    check_form,
+)
 
 ID_LOSSES = ("ce", "amsoftmax")
+PART_NAMES = ("id", "attribute", "triplet", "center", "total")  # MultiTaskLoss.terms order
 ATTRIBUTE_WEIGHTINGS = ("none", "exp", "frequency")
 _MIN_RATIO = 1e-3  # ratios are clamped into [_MIN_RATIO, 1 - _MIN_RATIO] before weighting
 
-# Binary column j is "group _COLUMN_GROUP[j] has class _COLUMN_CLASS[j]" (see schema's binary form):
-# age one-hot (group 0, classes 0-3), nine binary groups (class 1 = second value), 8 up colours
-# (group 10) and 9 down colours (group 11); multicolour is "no colour column set".
-_COLUMN_GROUP = [0] * 4 + list(range(1, 10)) + [10] * 8 + [11] * 9
-_COLUMN_CLASS = list(range(4)) + [1] * 9 + list(range(8)) + list(range(9))
-assert len(_COLUMN_GROUP) == NUM_BINARY
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
@@ -53,6 +57,19 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # Identity losses
+
+
+def fp32(like: torch.Tensor):
+    """Autocast off for the enclosed computation: the losses that overflow in fp16 (AM-Softmax's
+    scaled cosines, the triplet and center distances) run in fp32 whatever the fast path."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is True, 0 when it is nowhere True. No host-device
+    synchronisation (no ``if`` on a tensor), so the training loop never waits for the GPU."""
+    kept = torch.where(mask, values, torch.zeros_like(values))
+    return kept.sum() / mask.sum().clamp_min(1)
 
 
 def identity_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
@@ -66,9 +83,9 @@ def identity_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smo
         scalar tensor (0 when no row has a label).
     """
     valid = labels >= 0
-    if not bool(valid.any()):
-        return _zero(logits)
-    return F.cross_entropy(logits[valid].float(), labels[valid], label_smoothing=label_smoothing)
+    with fp32(logits):
+        per_row = F.cross_entropy(logits.float(), labels.clamp_min(0), label_smoothing=label_smoothing, reduction="none")
+        return _masked_mean(per_row, valid)
 
 
 class AMSoftmaxLoss(nn.Module):
@@ -86,12 +103,12 @@ class AMSoftmaxLoss(nn.Module):
 
     def forward(self, cos_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         valid = labels >= 0
-        if not bool(valid.any()):
-            return _zero(cos_logits)
-        cos_logits, labels = cos_logits[valid].float(), labels[valid]
-        onehot = F.one_hot(labels, cos_logits.shape[1]).to(cos_logits.dtype)  # (B, C)
-        logits = self.scale * (cos_logits - self.margin * onehot)
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        with fp32(cos_logits):  # s * cos with s = 30 overflows fp16's exp
+            cos_logits, labels = cos_logits.float(), labels.clamp_min(0)
+            onehot = F.one_hot(labels, cos_logits.shape[1]).to(cos_logits.dtype)  # (B, C)
+            logits = self.scale * (cos_logits - self.margin * onehot)
+            per_row = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing, reduction="none")
+            return _masked_mean(per_row, valid)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, margin={self.margin}"
@@ -123,20 +140,18 @@ def batch_hard_triplet_loss(features: torch.Tensor, pids: torch.Tensor, margin: 
     Returns:
         scalar tensor (0 when no anchor is valid).
     """
-    features = features.float()
-    dist = pairwise_euclidean(features)  # (B, B)
-    same = pids[:, None] == pids[None, :]
-    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
-    pos_mask, neg_mask = same & ~eye, ~same
-    valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
-    if not bool(valid.any()):
-        return _zero(features)
-    inf = torch.tensor(float("inf"), device=dist.device)
-    dist_ap = torch.where(pos_mask, dist, -inf).max(dim=1).values[valid]  # (V,)
-    dist_an = torch.where(neg_mask, dist, inf).min(dim=1).values[valid]  # (V,)
-    if margin is None:
-        return F.softplus(dist_ap - dist_an).mean()
-    return F.relu(dist_ap - dist_an + margin).mean()
+    with fp32(features):  # squared distances overflow fp16
+        dist = pairwise_euclidean(features.float())  # (B, B)
+        same = pids[:, None] == pids[None, :]
+        eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+        pos_mask, neg_mask = same & ~eye, ~same
+        valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)  # (B,)
+        inf = torch.tensor(float("inf"), device=dist.device)
+        dist_ap = torch.where(pos_mask, dist, -inf).max(dim=1).values  # (B,), -inf without a positive
+        dist_an = torch.where(neg_mask, dist, inf).min(dim=1).values  # (B,), inf without a negative
+        gap = torch.where(valid, dist_ap - dist_an, torch.zeros_like(dist_ap))
+        per_anchor = F.softplus(gap) if margin is None else F.relu(gap + margin)
+        return _masked_mean(per_anchor, valid)
 
 
 class TripletLoss(nn.Module):
@@ -167,10 +182,9 @@ class CenterLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
         valid = pids >= 0
-        if not bool(valid.any()):
-            return _zero(features) + _zero(self.centers)
-        diff = features[valid].float() - self.centers[pids[valid]]  # (V, D)
-        return diff.pow(2).sum(dim=1).mean()
+        with fp32(features):
+            diff = features.float() - self.centers[pids.clamp_min(0)]  # (B, D)
+            return _masked_mean(diff.pow(2).sum(dim=1), valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,11 +194,11 @@ class CenterLoss(nn.Module):
 def binary_targets(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, 12)`` groups-form targets (``-1`` unknown) -> ``(B, 30)`` float 0/1 targets and mask.
 
-    Same columns as :func:`reid_utils.data.schema.groups_to_binary`; a column is masked out
+    Same columns as :func:`reid_utils.schema.groups_to_binary`; a column is masked out
     (``mask=False``) when its group's target is ``-1``.
     """
-    cols = torch.tensor(_COLUMN_GROUP, device=groups.device)
-    classes = torch.tensor(_COLUMN_CLASS, device=groups.device)
+    cols = torch.tensor(BINARY_COLUMN_GROUP, device=groups.device)
+    classes = torch.tensor(BINARY_COLUMN_CLASS, device=groups.device)
     per_column = groups.long()[:, cols]  # (B, 30)
     return (per_column == classes).float(), per_column >= 0
 
@@ -278,17 +292,14 @@ def grouped_cross_entropy(
     logits, groups_targets = logits.float(), groups_targets.long()
     total, count = _zero(logits), 0
     for g, sl in enumerate(GROUP_SLICES):
-        y = groups_targets[:, g]
-        known = y >= 0
-        n = int(known.sum())
-        if n == 0:
-            continue
-        ce = F.cross_entropy(logits[known, sl], y[known], reduction="none")  # (n,)
+        known = groups_targets[:, g] >= 0  # (B,)
+        y = groups_targets[:, g].clamp_min(0)
+        ce = F.cross_entropy(logits[:, sl], y, reduction="none")  # (B,)
         if class_weights is not None:
-            ce = ce * class_weights[g].to(ce.device)[y[known]]
-        total = total + ce.sum()
-        count += n
-    return total / max(count, 1)
+            ce = ce * class_weights[g].to(ce.device)[y]
+        total = total + torch.where(known, ce, torch.zeros_like(ce)).sum()
+        count = count + known.sum()
+    return total / count.clamp_min(1)
 
 
 def weighted_bce(
@@ -311,13 +322,11 @@ def weighted_bce(
         raise ValueError(f"binary-form attribute logits must have {NUM_BINARY} columns, got {tuple(logits.shape)}")
     logits = logits.float()
     targets, mask = binary_targets(groups_targets)
-    if not bool(mask.any()):
-        return _zero(logits)
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (B, 30)
     if pos_weights is not None:
         w = targets * pos_weights.to(logits.device) + (1 - targets) * neg_weights.to(logits.device)
         loss = loss * w
-    return (loss * mask).sum() / mask.sum()
+    return (loss * mask).sum() / mask.sum().clamp_min(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,9 +433,9 @@ class MultiTaskLoss(nn.Module):
             weights = [getattr(self, f"class_weights_{g}") for g in range(NUM_GROUPS)]
         return grouped_cross_entropy(logits, attributes, weights)
 
-    def forward(
-        self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def terms(self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(total, (5,) detached tensor of the parts in PART_NAMES order)``, on the device:
+        the training loop sums them there and reads them once per log step."""
         id_logits = outputs.get("id_logits")
         attribute_logits = outputs.get("attribute_logits")
         features = outputs.get("features")
@@ -462,8 +471,13 @@ class MultiTaskLoss(nn.Module):
         ):
             if weight > 0:
                 total = total + weight * term
-        values = torch.stack([l_id, l_attr, l_tri, l_center, total]).detach().float().cpu().tolist()
-        return total, dict(zip(("id", "attribute", "triplet", "center", "total"), values))
+        return total, torch.stack([l_id, l_attr, l_tri, l_center, total]).detach().float()
+
+    def forward(
+        self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        total, terms = self.terms(outputs, pids, attributes)
+        return total, dict(zip(PART_NAMES, terms.cpu().tolist()))
 
     def extra_repr(self) -> str:
         return (

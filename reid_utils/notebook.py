@@ -7,9 +7,9 @@
   :func:`inference_fast_path`.
 * Display: :func:`show` (a figure as an image only, so nbval has no text to compare),
   :func:`describe_dataset`.
-* Tables from training histories: :func:`load_history`, :func:`attribute_accuracy_table`,
-  :func:`reid_table`.
-* Data figures of notebook 01: :func:`plot_dataset_overview`, :func:`plot_attribute_examples`.
+
+Tables from training histories are in :mod:`reid_utils.evaluation.history`, data figures in
+:mod:`reid_utils.visualize.dataset`.
 
 Output folder layout shared by the notebooks (``OUTPUT_DIR``, default ``<repo>/outputs``;
 ``<repo>/outputs/smoke`` in smoke mode so that tests never touch real runs)::
@@ -17,24 +17,39 @@ Output folder layout shared by the notebooks (``OUTPUT_DIR``, default ``<repo>/o
     split.json                     notebook 01: the identity-disjoint train/validation split
     attribute/<model>/best.pt      notebook 02 (also last.pt, history.json, curves.png)
     reid/<model>/best.pt           notebook 03
-    figures/                       notebook 04 in smoke mode (otherwise img/ in the repository)
+    figures/                       notebook 04
     submission/                    notebook 05: classification_test.csv, reid_test.txt
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import platform
 import sys
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
 
-import numpy as np
+import numpy
+import pandas
+import torch
+import torchvision
+
+from . import __version__
+from .data import ENV_VAR, extract_zip, format_summary, resolve_data_root
+from .engine import main
+from .engine.runtime import describe_precision, fast_path, select_device
+from .io import repo_root as package_checkout
+from .models import MODEL_NAMES
+from .synthetic import ensure_sample
 
 SMOKE_ENV_VAR = "REID_SMOKE"
+#: The environment of smoke-mode notebook kernels (the tests, ``make_notebooks.py``): smoke
+#: mode on, and on x86 the same vector instructions (AVX2, which every x86 CPU of the last
+#: ten years has) whatever the CPU, so that the numbers nbval compares do not depend on
+#: whether a machine also has AVX-512 or AMX.
+SMOKE_ENVIRONMENT = {SMOKE_ENV_VAR: "1"}
+X86_SMOKE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 TASKS = ("attribute", "reid")  # sub-folders of the output folder: notebook 02, notebook 03
 DRIVE_MOUNTPOINT = "/content/drive"
 #: What notebooks 02 and 03 train by default (and so in smoke mode): notebooks 04 and 05 use these.
@@ -51,13 +66,17 @@ def repo_root() -> Path:
     nbval starts kernels in ``notebooks/`` and Colab in ``/content``: paths never depend on it.
     Falls back to the nearest parent of the cwd with a ``pyproject.toml``, then to the cwd.
     """
-    from .data.locate import repo_root as package_checkout
-
     root = package_checkout()
     if root is not None:
         return root
     cwd = Path.cwd().resolve()
     return next((p for p in (cwd, *cwd.parents) if (p / "pyproject.toml").is_file()), cwd)
+
+
+def smoke_environment() -> dict[str, str]:
+    """The variables smoke-mode kernels run under (see :data:`SMOKE_ENVIRONMENT`)."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "x86")
+    return {**SMOKE_ENVIRONMENT, **(X86_SMOKE_ENVIRONMENT if x86 else {})}
 
 
 def smoke_mode() -> bool:
@@ -77,8 +96,6 @@ def data_root(path: str | os.PathLike | None = None, smoke: bool = False) -> Pat
     to ``/content/<zip name>`` (the runtime's local disk: reading 30,000 small files from
     Drive is slow), elsewhere next to the zip.
     """
-    from .data import ENV_VAR, ensure_sample, extract_zip, resolve_data_root
-
     if smoke:
         return ensure_sample()
     given = str(path) if path is not None and str(path) != "" else os.environ.get(ENV_VAR, "").strip()
@@ -121,8 +138,6 @@ def find_checkpoints(out: str | os.PathLike) -> dict[str, Path]:
 
     Raises FileNotFoundError, saying where it looked, when there is none.
     """
-    from .models import MODEL_NAMES
-
     found = {}
     for task in TASKS:
         paths = {p.parent.name: p for p in sorted(Path(out, task).glob("*/best.pt"))}
@@ -144,8 +159,6 @@ def smoke_checkpoints(out: str | os.PathLike, root: str | os.PathLike | None = N
     and with the same output (warnings and other stderr of these runs are swallowed; errors
     still raise).
     """
-    from .engine import main
-
     found = {}
     for task, models in DEFAULT_RUNS.items():
         for model in models:
@@ -159,10 +172,11 @@ def smoke_checkpoints(out: str | os.PathLike, root: str | os.PathLike | None = N
     return found
 
 
-def figure_dir(out: str | os.PathLike, smoke: bool = False) -> Path:
-    """Where notebook 04 saves its figures: ``<repo>/img`` for the README, or ``out/figures``
-    in smoke mode (tests must not rewrite the README's images)."""
-    folder = Path(out) / "figures" if smoke else repo_root() / "img"
+def figure_dir(out: str | os.PathLike) -> Path:
+    """Where notebook 04 saves its figures: ``out/figures``, next to the checkpoints (on Colab
+    with ``OUTPUT_DIR`` on Drive they survive a disconnect). The README's images are refreshed
+    by ``python -m reid_utils pipeline --readme-images`` only."""
+    folder = Path(out) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -203,39 +217,34 @@ def mount_drive(mountpoint: str = DRIVE_MOUNTPOINT) -> Path | None:
 
 
 def versions() -> str:
-    """One line per component: Python, torch, torchvision, numpy, pandas, reid_utils, device."""
-    import numpy
-    import pandas
-    import torch
-    import torchvision
-
-    from . import __version__
-    from .runtime import select_device
-
+    """The runtime report of every notebook's versions cell: Python, torch (and its CUDA),
+    torchvision, numpy, pandas, reid_utils, the device (GPU name or CPU threads) and the
+    precision training will use there. On Colab without a GPU it says how to get one."""
     device = select_device("auto")
     if device.type == "cuda":
-        device_text = f"cuda ({torch.cuda.get_device_name(device)})"
+        device_text = f"cuda: {torch.cuda.get_device_name(device)}"
     else:
         device_text = f"{device.type} ({torch.get_num_threads()} threads)"
     lines = [
         f"python      {platform.python_version()}",
-        f"torch       {torch.__version__}",
+        f"torch       {torch.__version__} (CUDA {torch.version.cuda or 'none'})",
         f"torchvision {torchvision.__version__}",
         f"numpy       {numpy.__version__}",
         f"pandas      {pandas.__version__}",
         f"reid_utils  {__version__}",
         f"device      {device_text}",
+        f"precision   {describe_precision(device)}",
         f"colab       {in_colab()}",
     ]
+    if in_colab() and device.type != "cuda":
+        lines.append("no GPU: for real training choose Runtime -> Change runtime type -> T4 GPU, then run all cells again")
     return "\n".join(lines)
 
 
 def inference_fast_path(smoke: bool = False):
-    """The :class:`~reid_utils.runtime.FastPath` for evaluation and export: the automatic one
+    """The :class:`~reid_utils.engine.runtime.FastPath` for evaluation and export: the automatic one
     (GPU, bf16 where it helps), or plain fp32 on one CPU thread in smoke mode (the same
     numbers on every machine)."""
-    from .runtime import fast_path, select_device
-
     if smoke:
         return fast_path("cpu", "fp32", num_threads=1).apply()
     return fast_path(select_device("auto"))
@@ -272,153 +281,7 @@ def head(path: str | os.PathLike, lines: int = 3, width: int = 160) -> str:
 
 def describe_dataset(summary: dict) -> str:
     """:func:`reid_utils.data.format_summary` with paths shown relative to the repository."""
-    from .data import format_summary
-
     shown = dict(summary, root=show_path(summary["root"]))
     if summary.get("annotation_file"):
         shown["annotation_file"] = show_path(summary["annotation_file"])
     return format_summary(shown)
-
-
-def matches_attribute_query(query: Mapping[str, str], records: Sequence) -> np.ndarray:
-    """``(N,)`` bool: which ``records`` truly have every attribute of ``query`` (e.g.
-    ``{"upcolour": "red", "gender": "female"}``); unknown attributes count as no match."""
-    from .retrieval import parse_attribute_query
-
-    wanted = parse_attribute_query(query)  # [(group index, class index), ...]; unknown names raise
-    if not len(records):
-        return np.zeros(0, dtype=bool)
-    groups = np.stack([np.asarray(r.attributes) for r in records])  # (N, 12), -1 unknown
-    return np.logical_and.reduce([groups[:, g] == c for g, c in wanted])
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables from training histories
-
-
-def load_history(checkpoint_or_run: str | os.PathLike) -> dict:
-    """The per-epoch history of a run: ``history.json`` next to a checkpoint, or in a run folder."""
-    path = Path(checkpoint_or_run)
-    folder = path if path.is_dir() else path.parent
-    history_file = folder / "history.json"
-    if not history_file.is_file():
-        raise FileNotFoundError(f"{history_file}: no training history (train the model in notebook 02 or 03)")
-    return json.loads(history_file.read_text(encoding="utf-8"))
-
-
-def _best_rows(histories: Mapping[str, dict], metric: str) -> dict[str, dict]:
-    from .engine import best_epoch
-
-    return {name: best_epoch(history, metric) for name, history in histories.items()}
-
-
-def attribute_accuracy_table(histories: Mapping[str, dict], metric: str = "attribute_accuracy"):
-    """Validation accuracy per attribute group at each model's best epoch (by ``metric``), in %.
-
-    Laid out like the multi-task README's table: one row per model, the 12 attribute groups,
-    their ``mean``, then label-based ``mA`` and the ``epoch`` picked.
-    """
-    import pandas as pd
-
-    from .data.schema import GROUP_NAMES
-
-    rows = {}
-    for name, best in _best_rows(histories, metric).items():
-        row = {group: 100 * best[f"attribute_accuracy_{group}"] for group in GROUP_NAMES}
-        row.update(mean=100 * best["attribute_accuracy"], mA=100 * best["mA"], epoch=int(best["epoch"]))
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-
-
-def reid_table(histories: Mapping[str, dict], metric: str = "score"):
-    """Validation re-ID at each model's best epoch (by ``metric``), in %: Market-protocol mAP,
-    rank-1, rank-5, mINP, course-protocol mAP / rank-1, mean attribute accuracy, and the epoch."""
-    import pandas as pd
-
-    keys = ("mAP", "rank1", "rank5", "mINP", "course_mAP", "course_rank1", "attribute_accuracy")
-    rows = {}
-    for name, best in _best_rows(histories, metric).items():
-        row = {key: 100 * best[key] for key in keys if key in best}
-        row["epoch"] = int(best["epoch"])
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-
-
-# ---------------------------------------------------------------------------------------------
-# Data figures (notebook 01)
-
-
-def plot_dataset_overview(index, path=None):
-    """Three panels about the training images of a :class:`~reid_utils.data.DatasetIndex`:
-    images per identity (histogram), images per camera, and the positive rate of each of the
-    30 binary attribute columns over the identities."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    from .data.parsing import is_labelled
-    from .data.schema import BINARY_COLUMNS, groups_to_binary
-    from .visualize import save_figure
-
-    labelled = [r for r in index.train if is_labelled(r.pid)]
-    _, per_identity = np.unique([r.pid for r in labelled], return_counts=True)
-    cams, per_camera = np.unique([r.camid for r in index.train if r.camid >= 0], return_counts=True)
-    attributes = {r.pid: r.attributes for r in labelled}  # labels are per identity
-    rates = groups_to_binary(np.stack(list(attributes.values()))).mean(axis=0)  # (30,)
-
-    fig = Figure(figsize=(14, 3.4), layout="constrained")
-    ax_id, ax_cam, ax_attr = fig.subplots(1, 3, width_ratios=[1, 1, 2.6])
-    low, high = int(per_identity.min()), int(per_identity.max())
-    ax_id.hist(per_identity, bins=np.arange(low, high + 2) - 0.5 if high - low < 60 else 30, color="#1f77b4")
-    ax_id.set(title=f"images per identity ({len(per_identity)} ids)", xlabel="images", ylabel="identities",
-              xlim=(low - 2.5, high + 2.5) if high - low < 5 else None)
-    ax_id.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_cam.bar([f"c{c + 1}" for c in cams], per_camera, color="#ff7f0e")
-    ax_cam.set(title="training images per camera", ylabel="images")
-    ax_attr.bar(range(len(BINARY_COLUMNS)), 100 * rates, color="#2ca02c")
-    ax_attr.set_xticks(range(len(BINARY_COLUMNS)), BINARY_COLUMNS, rotation=90, fontsize=7)
-    ax_attr.set(title="attribute positive rate over identities", ylabel="%", ylim=(0, 100))
-    for ax in (ax_id, ax_cam, ax_attr):
-        ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)
-
-
-def plot_attribute_examples(records: Sequence, seed: int = 0, image_size: tuple[int, int] = (64, 128),
-                            per_row: int = 11, path=None):
-    """An example training image of every class of the 12 attribute groups (randomly chosen,
-    seeded), titled ``group / class``; groups are packed left to right, ``per_row`` panels per
-    row. A class no image has gets an empty panel marked "(none)"."""
-    from matplotlib.figure import Figure
-
-    from .data import read_image
-    from .data.schema import GROUPS
-    from .visualize import save_figure
-
-    rng = np.random.default_rng(seed)
-    labelled = [r for r in records if bool((np.asarray(r.attributes) >= 0).all())]
-    groups = np.stack([r.attributes for r in labelled])  # (N, 12)
-    rows: list[list[tuple[int, int]]] = [[]]  # (group, class) per panel
-    for g, group in enumerate(GROUPS):
-        if rows[-1] and len(rows[-1]) + group.num_classes > per_row:
-            rows.append([])
-        rows[-1].extend((g, c) for c in range(group.num_classes))
-    num_cols = max(per_row, max(len(row) for row in rows))
-    fig = Figure(figsize=(0.66 * num_cols, 1.5 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), num_cols, squeeze=False)
-    for i, row in enumerate(rows):
-        for j in range(num_cols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(row):
-                ax.axis("off")
-                continue
-            g, c = row[j]
-            candidates = np.flatnonzero(groups[:, g] == c)
-            if len(candidates):
-                record = labelled[int(rng.choice(candidates))]
-                ax.imshow(np.asarray(read_image(record.path).resize(image_size)))
-            label = GROUPS[g].classes[c] + ("" if len(candidates) else "\n(none)")
-            first = c == 0  # the group's name above its first class
-            ax.set_title(f"{GROUPS[g].name}\n{label}" if first else f"\n{label}", fontsize=7,
-                         loc="left" if first else "center")
-    return save_figure(fig, path)

@@ -101,7 +101,7 @@ def tiny_course_root(tmp_path_factory) -> Path:
     Also holds ``ground_truth.csv`` for its anonymous ``test/`` and ``queries/`` images.
     Session-scoped: treat it as read-only (copy it before corrupting files).
     """
-    from reid_utils.data.synthetic import write_sample
+    from reid_utils.synthetic.generator import write_sample
 
     return write_sample(
         tmp_path_factory.mktemp("tiny_course") / "sample",
@@ -119,7 +119,7 @@ def tiny_market_root(tmp_path_factory) -> Path:
     ``bounding_box_test/`` includes junk (``-1_...``) and distractor (``0000_...``) images.
     Session-scoped: treat it as read-only.
     """
-    from reid_utils.data.synthetic import write_sample
+    from reid_utils.synthetic.generator import write_sample
 
     return write_sample(
         tmp_path_factory.mktemp("tiny_market") / "market",

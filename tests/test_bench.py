@@ -59,7 +59,7 @@ def test_train_and_infer_sections_tiny_model(capsys):
 
 
 def test_rerank_section_reports_seconds_and_memory():
-    pytest.importorskip("reid_utils.rerank")
+    pytest.importorskip("reid_utils.metrics.rerank")
     result = run_benchmarks(settings=TINY, as_json=True, sections=["rerank"])
     rerank = result["rerank"]
     assert "error" not in rerank, rerank.get("error")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.checkpoint import (
+from reid_utils.config import MODEL_NAMES, TrainConfig
+from reid_utils.engine.checkpoint import (
     CHECKPOINT_FORMAT,
-    build_model_for,
     check_compatible,
     load_checkpoint,
     load_model_from_checkpoint,
@@ -18,8 +18,8 @@ from reid_utils.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from reid_utils.config import MODEL_NAMES, TrainConfig
 from reid_utils.errors import CheckpointError
+from reid_utils.models import build_model_from_config
 
 NUM_IDS = 5
 PID_TO_LABEL = {10 + i: i for i in range(NUM_IDS)}
@@ -54,7 +54,7 @@ _ROUND_TRIP = [
 def test_round_trip_rebuilds_identical_model(tmp_path, model_name):
     torch.manual_seed(0)
     cfg = tiny_config(model_name)
-    model = build_model_for(cfg, NUM_IDS)
+    model = build_model_from_config(cfg, NUM_IDS)
     _perturb(model)
     model.eval()
     path = save_checkpoint(tmp_path / "m.pt", model, cfg, PID_TO_LABEL, epoch=3, history={"epoch": [1, 2, 3]})
@@ -74,7 +74,7 @@ def test_round_trip_rebuilds_identical_model(tmp_path, model_name):
 
 def test_checkpoint_is_weights_only_safe(tmp_path):
     cfg = tiny_config()
-    model = build_model_for(cfg, NUM_IDS)
+    model = build_model_from_config(cfg, NUM_IDS)
     optimizer = torch.optim.AdamW(model.parameters())
     save_checkpoint(tmp_path / "m.pt", model, cfg, PID_TO_LABEL, history={"mAP": [np.float64(0.5)]},
                     optimizer=optimizer.state_dict(), rng=rng_state(), early_stopping={"best": np.float32(1.0)})
@@ -100,7 +100,7 @@ def test_corrupt_and_truncated_files(tmp_path):
     with pytest.raises(CheckpointError, match=r"garbage\.pt: cannot read the checkpoint"):
         load_checkpoint(garbage)
     cfg = tiny_config()
-    good = save_checkpoint(tmp_path / "good.pt", build_model_for(cfg, NUM_IDS), cfg, PID_TO_LABEL)
+    good = save_checkpoint(tmp_path / "good.pt", build_model_from_config(cfg, NUM_IDS), cfg, PID_TO_LABEL)
     data = good.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
@@ -146,7 +146,7 @@ def test_incomplete_checkpoint(tmp_path):
 
 def test_mismatched_config_says_what_differs(tmp_path):
     cfg = tiny_config()
-    path = save_checkpoint(tmp_path / "apr.pt", build_model_for(cfg, NUM_IDS), cfg, PID_TO_LABEL)
+    path = save_checkpoint(tmp_path / "apr.pt", build_model_from_config(cfg, NUM_IDS), cfg, PID_TO_LABEL)
     ckpt = load_checkpoint(path)
     check_compatible(ckpt, cfg.replace(lr=0.5, num_epochs=99), NUM_IDS, path)  # hyperparameters may change
     cases = [
@@ -165,9 +165,13 @@ def test_mismatched_config_says_what_differs(tmp_path):
 
 def test_weights_that_do_not_fit_give_checkpoint_error(tmp_path):
     cfg = tiny_config()
-    path = save_checkpoint(tmp_path / "apr.pt", build_model_for(cfg, NUM_IDS), cfg, PID_TO_LABEL)
+    path = save_checkpoint(tmp_path / "apr.pt", build_model_from_config(cfg, NUM_IDS), cfg, PID_TO_LABEL)
     ckpt = torch.load(path, weights_only=True)
     ckpt["config"]["depth"] = 34  # a hand-edited file: config and weights disagree
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="apr.pt: the checkpoint is damaged"):  # the digest notices first
+        load_model_from_checkpoint(path)
+    del ckpt["digest"]  # as written before digests existed: the rebuilt model notices
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="do not fit model 'apr'"):
         load_model_from_checkpoint(path)
@@ -180,7 +184,7 @@ def test_gpu_checkpoint_loads_on_cpu(tmp_path, monkeypatch):
     records for GPU tensors), which plain ``torch.load`` cannot open on a CPU-only machine.
     """
     cfg = tiny_config()
-    model = build_model_for(cfg, NUM_IDS)
+    model = build_model_from_config(cfg, NUM_IDS)
     path = tmp_path / "gpu.pt"
     if torch.cuda.is_available():
         save_checkpoint(path, model.to("cuda"), cfg, PID_TO_LABEL)

@@ -13,9 +13,9 @@ from reid_utils.config import (
     SMOKE_SETTINGS,
     TrainConfig,
     defaults_for,
-    model_kwargs,
 )
 from reid_utils.errors import ConfigError
+from reid_utils.models import model_kwargs
 
 
 def test_defaults_are_the_cpu_recipe():

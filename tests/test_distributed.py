@@ -1,14 +1,13 @@
 """torchrun: two CPU processes on the gloo backend train a few steps and leave one checkpoint."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from reid_utils.checkpoint import load_model_from_checkpoint
+from reid_utils.engine.checkpoint import load_model_from_checkpoint
 
 
 @pytest.mark.slow

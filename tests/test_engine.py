@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.checkpoint import build_model_for, load_checkpoint, load_model_from_checkpoint
 from reid_utils.config import MODEL_NAMES, TrainConfig
 from reid_utils.data import ReidDataset, build_transforms, load_dataset, make_split
 from reid_utils.engine import best_epoch, evaluate, main, train_one_epoch
+from reid_utils.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
+from reid_utils.engine.inference import CachedImages, extract
+from reid_utils.engine.optim import build_optimizer
+from reid_utils.engine.runtime import _cpuinfo_flags, cpu_supports_bf16, fast_path, select_device
+from reid_utils.engine.trainer import make_losses
 from reid_utils.errors import ConfigError
-from reid_utils.inference import CachedImages, extract
-from reid_utils.optim import build_optimizer
-from reid_utils.runtime import _cpuinfo_flags, cpu_supports_bf16, fast_path, select_device
-from reid_utils.trainer import make_losses
+from reid_utils.models import build_model_from_config
 
 TIMING_KEYS = ("train_images_per_second", "epoch_seconds")
 
@@ -68,7 +69,7 @@ def tiny_split(tiny_course_root):
 def eval_model():
     torch.manual_seed(0)
     cfg = TrainConfig.from_overrides(height=128, width=64)
-    return build_model_for(cfg, num_ids=4).eval()
+    return build_model_from_config(cfg, num_ids=4).eval()
 
 
 def test_extract_is_batched_and_flip_averaged(eval_model, tiny_split):
@@ -131,7 +132,7 @@ def test_every_model_decreases_its_loss(model_name, tiny_split):
     sizes = {"vit_embed_dim": 48, "vit_depth": 2, "vit_heads": 2} if model_name == "la_transformer" else {}
     cfg = TrainConfig.from_overrides(model=model_name, height=64, width=32, dropout=0.0, lr=1e-3,
                                      warmup_epochs=0, **sizes)
-    model = build_model_for(cfg, num_ids=len(tiny_split.pid_to_label))
+    model = build_model_from_config(cfg, num_ids=len(tiny_split.pid_to_label))
     loss_fn, _ = make_losses(cfg, model, tiny_split.train)
     optimizer = build_optimizer(cfg, [model, loss_fn], "adamw")
     batch = _fixed_batch(tiny_split, 64, 32)
@@ -155,7 +156,7 @@ def test_every_model_decreases_its_loss(model_name, tiny_split):
 @pytest.fixture(scope="module")
 def apr_sample(tmp_path_factory):
     """80 synthetic identities x 4 images: 60 to train on, 20 for validation (45 queries)."""
-    from reid_utils.data.synthetic import write_sample
+    from reid_utils.synthetic.generator import write_sample
 
     return write_sample(tmp_path_factory.mktemp("apr") / "sample", num_ids=80, seed=1, layout="course", images_per_id=4)
 
@@ -189,8 +190,8 @@ def test_apr_default_learns_above_chance_and_majority(apr_sample, tmp_path):
       (observed: +0.15 on downcolour, whose majority class covers 35% of the images).
     Training is seeded and in fp32, so the outcome does not depend on the CPU's bf16 support.
     """
-    from reid_utils.data.schema import GROUPS
     from reid_utils.metrics import majority_baseline
+    from reid_utils.schema import GROUPS
 
     out = tmp_path / "run"
     history = main(data_root=str(apr_sample), out_dir=str(out), height=64, width=32, num_epochs=12, batch_p=8,
@@ -231,7 +232,7 @@ def test_smoke_mode_is_deterministic(tiny_course_root, tmp_path):
 
 
 def test_plot_history_writes_png(tmp_path):
-    from reid_utils.plots import plot_history
+    from reid_utils.visualize import plot_history
 
     history = {"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.5], "train_id_loss": [2.0, 1.5, 1.0],
                "train_attribute_loss": [0.7, 0.6, 0.5], "train_triplet_loss": [0.3, 0.2, 0.1],

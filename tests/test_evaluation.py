@@ -14,13 +14,12 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from reid_utils import visualize
-from reid_utils.checkpoint import build_model_for, save_checkpoint
 from reid_utils.config import TrainConfig
 from reid_utils.data import load_dataset, make_split, save_split
-from reid_utils.data.schema import GROUP_NAMES
+from reid_utils.engine.checkpoint import save_checkpoint
+from reid_utils.engine.runtime import fast_path
 from reid_utils.errors import CheckpointError, DataError
-from reid_utils.evaluation import (
+from reid_utils.evaluation.report import (
     REID_COLUMNS,
     evaluate_checkpoint,
     evaluate_command,
@@ -28,7 +27,9 @@ from reid_utils.evaluation import (
     results_table,
     to_jsonable,
 )
-from reid_utils.runtime import fast_path
+from reid_utils.models import build_model_from_config
+from reid_utils.schema import GROUP_NAMES
+from reid_utils.visualize import figures as visualize
 
 HEIGHT, WIDTH = 64, 32
 
@@ -39,7 +40,7 @@ def _save_untrained(run_dir, root, seed: int = 0):
     save_split(split, run_dir / "split.json")
     cfg = TrainConfig.from_overrides(model="resnet50", depth=18, height=HEIGHT, width=WIDTH, out_dir=str(run_dir))
     torch.manual_seed(seed)
-    model = build_model_for(cfg, num_ids=split.num_train_ids)
+    model = build_model_from_config(cfg, num_ids=split.num_train_ids)
     return save_checkpoint(run_dir / "best.pt", model, cfg, split.pid_to_label), split
 
 
@@ -126,7 +127,7 @@ def test_validation_identities_seen_in_training_are_rejected(tiny_course_root, t
     split = make_split(load_dataset(tiny_course_root), val_fraction=0.25, seed=0)
     cfg = TrainConfig.from_overrides(model="resnet50", depth=18, height=HEIGHT, width=WIDTH)
     leaked = {pid: i for i, pid in enumerate(sorted(set(split.pid_to_label) | set(split.val_pids)))}
-    model = build_model_for(cfg, num_ids=len(leaked))
+    model = build_model_from_config(cfg, num_ids=len(leaked))
     path = save_checkpoint(tmp_path / "best.pt", model, cfg, leaked)  # no split.json: rebuilt from the config
     with pytest.raises(CheckpointError, match="validation identities"):
         evaluate_checkpoint(path, tiny_course_root, fast_path=fp)

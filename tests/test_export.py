@@ -8,18 +8,16 @@ on the synthetic sample (fast) and on the real course data (slow, skipped when a
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from reid_utils import export
-from reid_utils.data.schema import COURSE_COLUMNS, GROUPS
 from reid_utils.errors import ExportError
-from reid_utils.export import (
+from reid_utils.evaluation import score_submission
+from reid_utils.export import check_submission, submission as export
+from reid_utils.export.submission import (
     CLASSIFICATION_FILE,
     REID_FILE,
     attributes_to_rows,
@@ -30,6 +28,7 @@ from reid_utils.export import (
     write_classification_csv,
     write_reid_txt,
 )
+from reid_utils.schema import COURSE_COLUMNS, GROUPS
 
 GROUP_SIZES = [g.num_classes for g in GROUPS]
 
@@ -347,12 +346,13 @@ def _untrained_checkpoint(path, height: int, width: int, num_ids: int = 8):
     """An untrained resnet18 checkpoint saved through the engine's checkpoint API."""
     import torch
 
-    from reid_utils.checkpoint import build_model_for, save_checkpoint
     from reid_utils.config import TrainConfig
+    from reid_utils.engine.checkpoint import save_checkpoint
+    from reid_utils.models import build_model_from_config
 
     cfg = TrainConfig.from_overrides(model="resnet50", depth=18, height=height, width=width)
     torch.manual_seed(0)
-    model = build_model_for(cfg, num_ids=num_ids)
+    model = build_model_from_config(cfg, num_ids=num_ids)
     return save_checkpoint(path, model, cfg, {pid: pid for pid in range(num_ids)})
 
 
@@ -363,7 +363,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp32():
-    from reid_utils.runtime import fast_path
+    from reid_utils.engine.runtime import fast_path
 
     return fast_path("cpu", precision="fp32")
 
@@ -397,9 +397,10 @@ def test_export_submission_on_sample(tiny_course_root, sample_export):
     assert table["id"].tolist() == sorted(g_names)
     assert [q for q, _ in lines] == sorted(q_names)
     assert all(len(ranked) == len(g_names) for _, ranked in lines)  # top_k capped by the gallery size
-    assert sorted(p.name for p in out.iterdir()) == sorted([CLASSIFICATION_FILE, REID_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([CLASSIFICATION_FILE, REID_FILE, "submission.json"])
+    assert check_submission(out)["files"].keys() == {CLASSIFICATION_FILE, REID_FILE}
 
-    score = export.score_submission(tiny_course_root, out)
+    score = score_submission(tiny_course_root, out)
     assert score["num_queries"] == len(q_names)
     assert 0 <= score["mAP"] <= 1 and 0 <= score["attribute_accuracy"] <= 1
     assert score["rank1"] <= score["rank5"] <= score["rank10"]
@@ -420,7 +421,7 @@ def test_export_market_layout(tiny_market_root, tiny_checkpoint, tmp_path, fp32)
     export.export_submission(tiny_market_root, tiny_checkpoint, tmp_path, top_k=5, fast_path=fp32, num_workers=0)
     _, lines, _, g_names = _check_files(tmp_path, tiny_market_root, 5)
     assert lines[0][0].endswith(".jpg") and "_c" in lines[0][0]  # official names, e.g. 0002_c1s1_000451_03.jpg
-    assert export.score_submission(tiny_market_root, tmp_path) is None  # no ground_truth.csv there
+    assert score_submission(tiny_market_root, tmp_path) is None  # no ground_truth.csv there
 
 
 def test_failed_export_keeps_previous_submission(tiny_course_root, tiny_checkpoint, sample_export, tmp_path, fp32,
@@ -471,7 +472,7 @@ def test_export_on_real_course_data(course_data, tmp_path):
 
     Timings (see benchmarks/) are printed, not asserted.
     """
-    from reid_utils.runtime import fast_path
+    from reid_utils.engine.runtime import fast_path
 
     ckpt = _untrained_checkpoint(tmp_path / "best.pt", 128, 64, num_ids=600)
     start = time.perf_counter()

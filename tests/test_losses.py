@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from reid_utils import losses
-from reid_utils.data.schema import GROUP_SLICES, GROUPS, groups_to_binary, targets_for_form
 from reid_utils.errors import ConfigError
+from reid_utils.schema import GROUP_SLICES, GROUPS, groups_to_binary, targets_for_form
 
 torch.set_num_threads(1)
 

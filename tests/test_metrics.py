@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils._reference import evaluate_reid_reference
 from reid_utils.errors import DataError
-from reid_utils.metrics import attribute_metrics, evaluate_reid, majority_baseline
+from reid_utils.metrics import attribute_metrics, evaluate_reid, majority_baseline, random_ranking_map
+from reid_utils.metrics.reference import evaluate_reid_reference
 
 # ---------------------------------------------------------------------------------------------
 # Re-ID: hand-computed toy cases
@@ -233,3 +233,12 @@ def test_majority_baseline_by_hand():
     val = np.zeros((4, 12), int)
     val[:, 0] = [2, 2, 1, 0]  # age: 2 of 4 right; every other group: all right
     assert majority_baseline(train, val) == pytest.approx((0.5 + 11) / 12)
+
+
+def test_random_ranking_map_is_the_chance_level():
+    # one match among two: first half the time (AP 1), second otherwise (AP 1/2) -> 0.75
+    assert random_ranking_map([1], [1, 2], draws=4000) == pytest.approx(0.75, abs=0.02)
+    # one match among three: AP 1, 1/2 or 1/3 with equal chance -> 11/18
+    assert random_ranking_map([1], [2, 1, 3], draws=4000) == pytest.approx(11 / 18, abs=0.02)
+    # the same seed gives the same value
+    assert random_ranking_map([1, 2], [1, 2, 2, 3]) == random_ranking_map([1, 2], [1, 2, 2, 3])

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torchvision
 
-from reid_utils.data.schema import GROUP_SLICES, NUM_BINARY, NUM_GROUP_LOGITS, num_attribute_logits
 from reid_utils.errors import CheckpointError, ConfigError, ReidError
 from reid_utils.models import DEFAULT_ATTRIBUTE_FORM, MODEL_NAMES, backbones, build_model, model_summary
 from reid_utils.models.backbones import build_resnet
 from reid_utils.models.resnet import SpatialSelfAttention
+from reid_utils.schema import GROUP_SLICES, NUM_BINARY, NUM_GROUP_LOGITS, num_attribute_logits
 
 OWN_MODELS = ("resnet50", "apr", "convhead", "self_attention", "cbam")
 SIZES = ((256, 128), (128, 64))
@@ -99,10 +99,22 @@ def test_apr_retrieval_embedding_is_the_batchnorm_output_before_the_activation()
     x = _batch(64, 32)
     with torch.no_grad():
         out = model(x)
-        block = model.bottleneck.block
-        normalised = block[1](block[0](model.trunk(x).mean(dim=(2, 3))))
+        bottleneck = model.bottleneck
+        normalised = bottleneck.bn(bottleneck.fc(model.trunk(x).mean(dim=(2, 3))))
     torch.testing.assert_close(out["embedding"][:, :512], normalised)
     assert (normalised < 0).any()  # not clipped by the LeakyReLU
+
+
+def test_apr_loads_a_state_dict_saved_before_the_bottleneck_layers_had_names():
+    model = build_model("apr", NUM_IDS, depth=18).eval()
+    old_style = {k.replace("bottleneck.fc.", "bottleneck.block.0.").replace("bottleneck.bn.", "bottleneck.block.1."): v
+                 for k, v in model.state_dict().items()}
+    assert "bottleneck.block.1.running_var" in old_style
+    fresh = build_model("apr", NUM_IDS, depth=18).eval()
+    fresh.load_state_dict(old_style)
+    x = _batch(64, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x)["embedding"], model(x)["embedding"])
 
 
 def test_apr_identity_loss_reaches_attribute_classifiers_and_arm():

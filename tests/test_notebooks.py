@@ -1,17 +1,21 @@
-"""The notebooks are what ``notebooks/make_notebooks.py`` builds, open the standard way, and are clean.
+"""The notebooks are paired with their jupytext sources, open the standard way, and are clean.
 
 nbval runs them (``python -m pytest --nbval notebooks/``); these checks are static and fast:
-a notebook edited in Jupyter instead of the generator, a missing standard cell, leftover
-kernel metadata, stderr or an absolute path in a stored output fail here with the reason.
+a notebook edited in Jupyter but not synced back to its ``.py`` source, a missing standard
+cell, leftover kernel metadata, stderr or an absolute path in a stored output fail here with
+the reason.
 """
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
+import tomllib
 
 nbformat = pytest.importorskip("nbformat")
+jupytext = pytest.importorskip("jupytext")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -26,22 +30,49 @@ def _load_generator():
 
 
 GENERATOR = _load_generator()
-KEYS = list(GENERATOR.NOTEBOOKS)
+SOURCES = GENERATOR.sources()
+KEYS = list(SOURCES)
 
 
 def _read(key: str):
-    path = NOTEBOOK_DIR / GENERATOR.NOTEBOOKS[key][0]
+    path = SOURCES[key].with_suffix(".ipynb")
     assert path.is_file(), f"{path} is missing: run python notebooks/make_notebooks.py"
     return nbformat.read(path, as_version=4)
 
 
+def test_five_paired_notebooks():
+    assert KEYS == ["01", "02", "03", "04", "05"]
+    for source in SOURCES.values():
+        assert source.read_text(encoding="utf-8").startswith("# %% [markdown]"), f"{source.name}: not percent format"
+
+
 @pytest.mark.parametrize("key", KEYS)
-def test_notebook_matches_generator(key):
-    stored, built = _read(key), GENERATOR.build(key)
-    assert GENERATOR.same_cells(stored, built), (
-        f"{GENERATOR.NOTEBOOKS[key][0]} differs from notebooks/make_notebooks.py: edit the generator, "
-        "then run python notebooks/make_notebooks.py"
+def test_notebook_is_in_sync_with_its_source(key):
+    assert GENERATOR.out_of_sync(SOURCES[key]) is None, (
+        f"{GENERATOR.out_of_sync(SOURCES[key])}: after a Jupyter edit run jupytext --sync on the .ipynb, "
+        "then python notebooks/make_notebooks.py"
     )
+
+
+def test_sync_check_notices_an_edit(tmp_path, monkeypatch):
+    source = tmp_path / SOURCES["01"].name
+    source.write_text(SOURCES["01"].read_text(encoding="utf-8").replace("SMOKE = smoke_mode()", "SMOKE = True"))
+    (tmp_path / SOURCES["01"].with_suffix(".ipynb").name).write_bytes(SOURCES["01"].with_suffix(".ipynb").read_bytes())
+    assert "differ from cell" in GENERATOR.out_of_sync(source)
+
+
+def test_repository_address_lives_in_pyproject():
+    with open(REPO_ROOT / "pyproject.toml", "rb") as file:
+        url = tomllib.load(file)["project"]["urls"]["Repository"]
+    slug = url.removeprefix("https://github.com/")
+    for key in KEYS:
+        cells = _read(key).cells
+        badges = re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/", cells[0].source)
+        assert badges == [slug], (key, badges)
+        assert f'"REID_REPO_URL", "{url}.git"' in cells[1].source
+    readme_badges = set(re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/",
+                                   (REPO_ROOT / "README.md").read_text(encoding="utf-8")))
+    assert readme_badges <= {slug}
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -50,7 +81,7 @@ def test_standard_opening(key):
     title, setup, versions, imports, parameters = cells[:5]
     assert title.cell_type == "markdown" and title.source.startswith("# ")
     assert "colab.research.google.com/assets/colab-badge.svg" in title.source
-    assert setup.source.startswith("# NBVAL_SKIP") and "pip install" in setup.source and "-e ." in setup.source
+    assert setup.source == GENERATOR.setup_cell(GENERATOR.repository())
     assert versions.source.startswith("# NBVAL_IGNORE_OUTPUT") and "versions()" in versions.source
     code_lines = [line for line in imports.source.splitlines() if line.strip()]
     assert all(line.startswith(("import ", "from ", "    ", ")")) for line in code_lines), imports.source
@@ -61,9 +92,11 @@ def test_standard_opening(key):
 @pytest.mark.parametrize("key", KEYS)
 def test_notebook_is_clean(key):
     nb = _read(key)
-    path = NOTEBOOK_DIR / GENERATOR.NOTEBOOKS[key][0]
+    path = SOURCES[key].with_suffix(".ipynb")
     assert path.stat().st_size < MAX_NOTEBOOK_BYTES, f"{path.name} is {path.stat().st_size} bytes"
-    assert nb.metadata == GENERATOR.clean_metadata()
+    assert set(nb.metadata) == {"jupytext", "kernelspec", "language_info"}
+    assert nb.metadata["jupytext"] == GENERATOR.PAIRING
+    assert set(nb.metadata["language_info"]) == {"name"}
     text = path.read_text(encoding="utf-8")
     assert str(REPO_ROOT) not in text, "a stored output holds an absolute path of this checkout"
     count = 0
@@ -125,8 +158,8 @@ def test_find_checkpoints_orders_by_task_then_registry(tmp_path):
 
 
 def test_history_tables_pick_the_best_epoch():
-    from reid_utils.data.schema import GROUP_NAMES
-    from reid_utils.notebook import attribute_accuracy_table, reid_table
+    from reid_utils.evaluation import attribute_accuracy_table, reid_table
+    from reid_utils.schema import GROUP_NAMES
 
     history = {"epoch": [1, 2, 3], "attribute_accuracy": [0.5, 0.8, 0.7], "mA": [0.5, 0.6, 0.7],
                "mAP": [0.1, 0.2, 0.4], "rank1": [0.2, 0.3, 0.5], "score": [0.3, 0.5, 0.55]}
@@ -142,7 +175,7 @@ def test_matches_attribute_query():
     import numpy as np
 
     from reid_utils.data import Record
-    from reid_utils.notebook import matches_attribute_query
+    from reid_utils.metrics.retrieval import matches_attribute_query
 
     red_female = np.zeros(12, dtype=np.int64)
     red_female[[9, 10]] = [1, 2]  # gender female, upcolour red
@@ -156,7 +189,7 @@ def test_matches_attribute_query():
 
 def test_data_figures(tiny_course_root):
     from reid_utils.data import load_dataset
-    from reid_utils.notebook import plot_attribute_examples, plot_dataset_overview
+    from reid_utils.visualize import plot_attribute_examples, plot_dataset_overview
 
     index = load_dataset(tiny_course_root)
     assert len(plot_dataset_overview(index).axes) == 3

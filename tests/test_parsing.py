@@ -1,7 +1,6 @@
 """File-name parsers: course train names, anonymous names, official Market names (junk, distractors)."""
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from reid_utils.data.parsing import (
     DISTRACTOR_PID,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils._reference import re_ranking_reference
-from reid_utils.rerank import _smallest, re_ranking
+from reid_utils.metrics.reference import re_ranking_reference
+from reid_utils.metrics.rerank import _smallest, re_ranking
 
 
 @pytest.fixture(autouse=True)

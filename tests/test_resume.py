@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-import reid_utils.engine as engine
-from reid_utils.checkpoint import load_checkpoint, load_model_from_checkpoint
+import reid_utils.engine.loop as loop
+from reid_utils.engine import main
+from reid_utils.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from reid_utils.errors import TrainingError
 
 TIMING_KEYS = ("train_images_per_second", "epoch_seconds")
@@ -57,9 +58,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_course_root, tm
     """
     settings = tiny_run(tiny_course_root, tmp_path / "full", cache_images=cache_images, num_workers=0,
                         triplet_weight=triplet_weight)
-    full = engine.main(**settings)
+    full = main(**settings)
 
-    real = engine.train_one_epoch
+    real = loop.train_one_epoch
 
     def interrupted(*args, **kwargs):
         if args[5] == 1:  # epoch index 1: after epoch 1's checkpoint was written
@@ -67,12 +68,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_course_root, tm
         return real(*args, **kwargs)
 
     cut_dir = tmp_path / "cut"
-    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        engine.main(**{**settings, "out_dir": str(cut_dir)})
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+        main(**{**settings, "out_dir": str(cut_dir)})
+    monkeypatch.setattr(loop, "train_one_epoch", real)
     assert load_checkpoint(cut_dir / "last.pt")["epoch"] == 1
-    resumed = engine.main(**{**settings, "out_dir": str(cut_dir), "resume": True})
+    resumed = main(**{**settings, "out_dir": str(cut_dir), "resume": True})
 
     assert_same_history(full, resumed)
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(cut_dir / "last.pt")
@@ -86,30 +87,30 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_course_root, tm
 
 def test_resume_without_checkpoint_starts_fresh_and_finished_run_is_kept(tiny_course_root, tmp_path):
     settings = tiny_run(tiny_course_root, tmp_path / "run", num_epochs=1, max_steps=2, resume=True)
-    first = engine.main(**settings)
+    first = main(**settings)
     assert first["epoch"] == [1]
-    again = engine.main(**settings)  # nothing left to do: the same history, no extra epoch
+    again = main(**settings)  # nothing left to do: the same history, no extra epoch
     assert_same_history(first, again)
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tiny_course_root, tmp_path, monkeypatch):
     from reid_utils.losses import MultiTaskLoss
 
-    real_forward = MultiTaskLoss.forward
+    real_terms = MultiTaskLoss.terms
     calls = {"n": 0}
 
     def poisoned(self, outputs, pids, attributes):
-        total, parts = real_forward(self, outputs, pids, attributes)
+        total, terms = real_terms(self, outputs, pids, attributes)
         if outputs.get("id_logits") is not None:  # training steps only
             calls["n"] += 1
             if calls["n"] == 4 + 2:  # epoch 2 (4 steps per epoch), step 2
-                total, parts = total * float("nan"), {**parts, "total": float("nan")}
-        return total, parts
+                total, terms = total * float("nan"), terms * float("nan")
+        return total, terms
 
-    monkeypatch.setattr(MultiTaskLoss, "forward", poisoned)
+    monkeypatch.setattr(MultiTaskLoss, "terms", poisoned)
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as info:
-        engine.main(**tiny_run(tiny_course_root, out))
+        main(**tiny_run(tiny_course_root, out))
     message = str(info.value)
     assert "epoch 2, step 2/4" in message and "nan" in message and str(out / "last.pt") in message
     assert "\n" not in message
@@ -128,7 +129,8 @@ WORKER = textwrap.dedent(
     import io, json, sys, time
     import torch
     torch.set_num_threads(1)
-    import reid_utils.checkpoint as checkpoint
+    import reid_utils.engine.checkpoint as checkpoint
+    from reid_utils.engine import main
     from reid_utils.io import atomic_open, atomic_torch_save
 
     settings, stall_epoch = json.loads(sys.argv[1]), int(sys.argv[2])
@@ -150,7 +152,6 @@ WORKER = textwrap.dedent(
         print("SAVED", path, obj["epoch"], flush=True)
 
     checkpoint.atomic_torch_save = save
-    from reid_utils.engine import main
 
     main(**settings)
     print("DONE", flush=True)
@@ -212,7 +213,7 @@ def test_sigkill_at_random_points_leaves_a_loadable_checkpoint_and_resume_comple
         load_model_from_checkpoint(out / "last.pt")
 
     # 3. resuming completes, and the leftovers of killed writes are cleaned up
-    history = engine.main(**settings)
+    history = main(**settings)
     assert history["epoch"] == list(range(1, 7)), where
     assert load_checkpoint(out / "last.pt")["epoch"] == 6
     assert not list(out.glob(".*.tmp"))

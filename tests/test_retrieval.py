@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils import retrieval
-from reid_utils.data.schema import GROUPS, group_probabilities
+from reid_utils.metrics import retrieval
+from reid_utils.schema import GROUPS, group_probabilities
 
 torch.set_num_threads(1)
 

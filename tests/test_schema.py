@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from reid_utils.data.annotations import read_course_annotations
-from reid_utils.data.schema import (
+from reid_utils.errors import DataError
+from reid_utils.schema import (
     BINARY_COLUMNS,
     COURSE_COLUMNS,
     GROUP_NAMES,
@@ -31,7 +31,6 @@ from reid_utils.data.schema import (
     validate_course,
     validate_groups,
 )
-from reid_utils.errors import DataError
 
 COURSE_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market1501_course" / "annotations_train.csv"
 SIZES = [g.num_classes for g in GROUPS]

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from reid_utils.data import DatasetIndex, PKSampler, Record, load_split, make_split, query_gallery, save_split
 from reid_utils.errors import ConfigError, DataError

@@ -12,8 +12,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from reid_utils.data import cameras, pedestrian, schema
-from reid_utils.data.synthetic import (
+from reid_utils import schema
+from reid_utils.errors import ConfigError
+from reid_utils.synthetic import cameras, pedestrian
+from reid_utils.synthetic.generator import (
     DEFAULT_NUM_IDS,
     GROUND_TRUTH_FILE,
     MAT_TEST_FIELDS,
@@ -21,7 +23,6 @@ from reid_utils.data.synthetic import (
     SAMPLE_ROOT,
     write_sample,
 )
-from reid_utils.errors import ConfigError
 
 COURSE_TRAIN_NAME = re.compile(r"^(\d{4})_c([1-6])_(\d{9})\.jpg$")
 ANONYMOUS_NAME = re.compile(r"^\d{6}\.jpg$")

@@ -7,14 +7,14 @@ that gets busier halfway through slows both sides alike. Sections:
 
 * ``train`` (:mod:`.model_speed`): training images per second (forward + backward + AdamW
   step) of APR-Net (ResNet-50, from scratch) on one fixed PK batch, fast path
-  (:func:`~reid_utils.runtime.fast_path`: bf16 autocast + channels_last on a CPU with native
+  (:func:`~reid_utils.engine.runtime.fast_path`: bf16 autocast + channels_last on a CPU with native
   bf16; autocast + channels_last + cudnn.benchmark on CUDA) against plain fp32, per input size;
 * ``infer`` (:mod:`.model_speed`): eval-mode images per second through
-  :func:`~reid_utils.inference.forward_batch`, same two sides, plus ``torch.compile`` on the
+  :func:`~reid_utils.engine.inference.forward_batch`, same two sides, plus ``torch.compile`` on the
   fast side at the first size (full run only; compile time reported apart);
 * ``eval`` (:mod:`.ranking`): seconds of :func:`~reid_utils.metrics.evaluate_reid` against the
   per-query NumPy loop on a Market-sized problem, and their largest CMC / mAP / mINP difference;
-* ``rerank`` (:mod:`.ranking`): seconds and peak memory of :func:`~reid_utils.rerank.re_ranking`
+* ``rerank`` (:mod:`.ranking`): seconds and peak memory of :func:`~reid_utils.metrics.rerank.re_ranking`
   at Market size, in a child process (its ``ru_maxrss`` minus its own baseline, so this
   process is unaffected), and its largest difference from the step-by-step reference;
 * ``loader`` (:mod:`.loader`): images per second out of a DataLoader (cached

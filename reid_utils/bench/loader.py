@@ -5,7 +5,7 @@ Two ways of making training batches, both over the training images decoded once 
 
 * ``loader_img_s``: a DataLoader with the per-image train transforms
   (:func:`~reid_utils.data.build_transforms`) in worker processes, persistent workers,
-  the workers :func:`~reid_utils.runtime.default_num_workers` picks;
+  the workers :func:`~reid_utils.engine.runtime.default_num_workers` picks;
 * ``tensor_img_s``: the engine's ``cache_images`` path, one gather and one on-tensor
   :func:`~reid_utils.data.batch_augment` call per batch (here including the resize from the
   cached size, which the engine does once up front).
@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..runtime import FastPath, default_num_workers
+from ..data import ENV_VAR, PKSampler, ReidDataset, batch_augment, build_transforms, load_dataset, resolve_data_root
+from ..engine.runtime import FastPath, default_num_workers
+from ..io import repo_root
 from .timing import log, size_key, sync
 
 
@@ -30,9 +32,6 @@ def loader_root(settings) -> Path:
     """``settings.data_root``, else ``$REID_DATA_ROOT``, else (``settings.prefer_course_data``)
     the course release next to the repository (``../shared/data/market1501_course``) when
     present, else the bundled sample (generated on first use)."""
-    from ..data import ENV_VAR, resolve_data_root
-    from ..data.locate import repo_root
-
     if settings.data_root or os.environ.get(ENV_VAR):
         return resolve_data_root(settings.data_root)
     repo = repo_root()
@@ -45,8 +44,6 @@ def loader_root(settings) -> Path:
 def bench_loader(settings, fast: FastPath, train_img_s: dict[str, float]) -> dict:
     """Training images per second out of the DataLoader and out of the on-tensor augmentation,
     per size, next to ``train_img_s`` (size key -> fast training images per second, may be empty)."""
-    from ..data import PKSampler, ReidDataset, batch_augment, build_transforms, load_dataset
-
     root = loader_root(settings)
     records = load_dataset(root).train
     pid_to_label = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}

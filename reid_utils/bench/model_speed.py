@@ -16,14 +16,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..runtime import FastPath, autocast, make_grad_scaler
+from ..engine.inference import forward_batch
+from ..engine.runtime import FastPath, autocast, make_grad_scaler
+from ..losses import MultiTaskLoss
+from ..models import build_model, model_summary
+from ..schema import GROUPS
 from .timing import activate, interleaved, log, median, size_key, sync
 
 
 def apr_model(depth: int = 50, num_ids: int = 751) -> nn.Module:
     """APR-Net from scratch (seeded, so every run starts from the same weights)."""
-    from ..models import build_model
-
     torch.manual_seed(0)
     return build_model("apr", num_ids=num_ids, depth=depth)
 
@@ -31,8 +33,6 @@ def apr_model(depth: int = 50, num_ids: int = 751) -> nn.Module:
 def pk_batch(batch_p: int, batch_k: int, height: int, width: int, device: torch.device) -> dict:
     """One fixed PK batch: ``image`` ``(P*K, 3, H, W)`` random, ``pid`` ``(P*K,)`` labels
     ``0..P-1`` (K each), ``attributes`` ``(P*K, 12)`` valid group classes, one set per identity."""
-    from ..data.schema import GROUPS
-
     generator = torch.Generator().manual_seed(0)
     per_id = torch.stack(
         [torch.randint(group.num_classes, (batch_p,), generator=generator) for group in GROUPS], dim=1
@@ -46,10 +46,8 @@ def pk_batch(batch_p: int, batch_k: int, height: int, width: int, device: torch.
 
 def train_step(model: nn.Module, fp: FastPath, batch: dict) -> Callable[[], None]:
     """A callable doing one training step of ``model`` on ``batch`` the way ``fp`` says
-    (as :func:`~reid_utils.engine.train_one_epoch` does: autocast around forward and loss,
+    (as :func:`~reid_utils.engine.loop.train_one_epoch` does: autocast around forward and loss,
     GradScaler for fp16; multi-task loss with batch-hard triplet, AdamW)."""
-    from ..losses import MultiTaskLoss
-
     model = fp.prepare(model).train()
     loss_fn = MultiTaskLoss(alpha=0.5, attribute_form=model.attribute_form, triplet_weight=1.0).to(fp.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
@@ -86,8 +84,9 @@ def bench_train(settings, fast: FastPath, plain: FastPath) -> dict:
             "fast": train_step(copy.deepcopy(model), fast, batch),
             "plain": train_step(copy.deepcopy(model), plain, batch),
         }
-        sizes[size_key((height, width))] = ratio_entry(interleaved(sides, settings.train_reps, settings.warmup),
-                                                       batch_size)
+        entry = ratio_entry(interleaved(sides, settings.train_reps, settings.warmup), batch_size)
+        entry["gflops_per_image"] = 3 * model_summary(model, height, width)["gflops"]  # forward + backward
+        sizes[size_key((height, width))] = entry
         del sides
         gc.collect()
     return {"model": f"apr (resnet{settings.depth})", "batch_size": batch_size, "sizes": sizes}
@@ -102,8 +101,6 @@ def ratio_entry(seconds: dict[str, list[float]], images: int) -> dict:
 
 
 def _forward(model: nn.Module, fp: FastPath, images: torch.Tensor) -> Callable[[], None]:
-    from ..inference import forward_batch
-
     def run() -> None:
         activate(fp)
         forward_batch(model, images, fp, flip=False)
@@ -133,6 +130,7 @@ def bench_infer(settings, fast: FastPath, plain: FastPath) -> dict:
         if "compiled_img_s" in entry:
             entry["compiled_speedup"] = entry["compiled_img_s"] / entry["plain_img_s"]
         entry.update(extra)
+        entry["gflops_per_image"] = model_summary(model, height, width)["gflops"]
         sizes[size_key((height, width))] = entry
     return {"model": f"apr (resnet{settings.depth})", "batch_size": settings.infer_batch, "sizes": sizes}
 
@@ -140,8 +138,6 @@ def bench_infer(settings, fast: FastPath, plain: FastPath) -> dict:
 def _compile(model: nn.Module, fp: FastPath, images: torch.Tensor) -> tuple[nn.Module | None, dict]:
     """``(torch.compile(copy of model), {"compile_seconds"})`` timed over the first call, or
     ``(None, {"compile_error"})`` where compiling fails (no C compiler, unsupported platform)."""
-    from ..inference import forward_batch
-
     log("torch.compile: the first call compiles (about 30 s or more on 2 cores)")
     compiled = torch.compile(copy.deepcopy(model))
     start = time.perf_counter()

@@ -1,9 +1,9 @@
 """Evaluation and re-ranking at Market-1501 size, on a synthetic Market-like problem.
 
 * :func:`bench_eval`: :func:`~reid_utils.metrics.evaluate_reid` against the per-query NumPy
-  loop (:func:`~reid_utils._reference.evaluate_reid_reference`), interleaved; seconds, ratio,
+  loop (:func:`~reid_utils.metrics.reference.evaluate_reid_reference`), interleaved; seconds, ratio,
   and the largest difference of CMC, mAP and mINP.
-* :func:`bench_rerank`: :func:`~reid_utils.rerank.re_ranking` in a child process, so that its
+* :func:`bench_rerank`: :func:`~reid_utils.metrics.rerank.re_ranking` in a child process, so that its
   peak memory (the child's peak resident memory during the call minus its resident memory just
   before it, i.e. without the interpreter, torch and the input features; see
   :func:`rerank_child`) is measured apart from this process; plus its largest difference from
@@ -20,6 +20,9 @@ import time
 import numpy as np
 import torch
 
+from ..metrics.reference import evaluate_reid_reference, re_ranking_reference
+from ..metrics.rerank import re_ranking
+from ..metrics.scores import evaluate_reid
 from .timing import interleaved, log, median
 
 RERANK_OPTIONS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
@@ -75,9 +78,6 @@ def market_like_problem(
 def bench_eval(settings) -> dict:
     """Seconds of ``evaluate_reid`` and of the per-query loop (medians), and their largest
     difference in CMC, mAP and mINP (``inf`` if they disagree on the number of valid queries)."""
-    from .._reference import evaluate_reid_reference
-    from ..metrics import evaluate_reid
-
     num_q, num_g = settings.eval_queries, settings.eval_gallery
     log(f"eval {num_q} x {num_g}: evaluate_reid vs the per-query loop")
     problem = market_like_problem(num_q, num_g, settings.feature_dim)
@@ -118,14 +118,8 @@ def bench_rerank(settings) -> dict:
     """Re-ranking seconds and peak memory (child process), and exactness on a small problem.
 
     Returns ``{"seconds", "peak_gb", "baseline_gb", "max_rss_gb", "max_abs_diff", ...}``, or
-    an ``"error"`` entry when :mod:`reid_utils.rerank` is missing or the child fails.
+    an ``"error"`` entry when the child fails.
     """
-    try:
-        from ..rerank import re_ranking
-    except ImportError as error:
-        return {"error": f"reid_utils.rerank is not available ({error})"}
-    from .._reference import re_ranking_reference
-
     entry = {
         "num_query": settings.rerank_queries,
         "num_gallery": settings.rerank_gallery,
@@ -165,8 +159,6 @@ def rerank_child(params_json: str) -> None:
     elsewhere it is ``ru_maxrss``, which on Linux would also count the parent's memory: a
     child started by vfork + exec inherits the parent's high-water mark.
     """
-    from ..rerank import re_ranking
-
     params = json.loads(params_json)
     torch.set_num_threads(params["threads"])
     problem = market_like_problem(params["num_query"], params["num_gallery"], params["dim"])

@@ -4,12 +4,13 @@ from __future__ import annotations
 import math
 import os
 import platform
+import time
 
 import numpy as np
 import torch
 
-from ..runtime import FastPath, available_cores, cpu_supports_bf16
-from .timing import size_key
+from ..engine.runtime import FastPath, _cpuinfo_flags, available_cores, cpu_supports_bf16
+from .timing import size_key, sync
 
 #: Goals on the 2-core development CPU: key -> (comparison, value). Reported, never asserted.
 TARGETS = {
@@ -19,6 +20,7 @@ TARGETS = {
     "eval_max_abs_diff": ("<=", 1e-6),
     "rerank_seconds": ("<=", 25.0),
     "rerank_peak_gb": ("<=", 3.0),
+    "contention_slowdown": ("<=", 2.3),
 }
 
 
@@ -35,10 +37,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: CPU flags that decide the fast path (vector width, fused multiply-add, native bf16 / AMX).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "neon", "asimd", "bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` this CPU has (read from /proc/cpuinfo; empty where unreadable)."""
+    found = _cpuinfo_flags() or set()
+    return [flag for flag in CPU_FLAGS if flag in found]
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
+    """The machine's measured fp32 matmul speed (GFLOP/s, best of ``reps``) with the current
+    threads: the physical limit the training and inference figures are compared with."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first call warms up
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def machine_info(device: torch.device, fast: FastPath | None = None, plain: FastPath | None = None) -> dict:
-    """CPU model, cores, torch version, native bf16, device (and GPU), and both paths in words."""
+    """CPU model and flags, cores, torch version, native bf16, device (and GPU), both paths in
+    words, and the measured fp32 matmul peak."""
     info = {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": available_cores(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": (fast.num_threads if fast is not None else None) or torch.get_num_threads(),
@@ -54,6 +82,7 @@ def machine_info(device: torch.device, fast: FastPath | None = None, plain: Fast
         info["fast_path"] = fast.describe()
     if plain is not None:
         info["plain_path"] = plain.describe()
+    info["fp32_matmul_peak_gflops"] = matmul_peak_gflops(device)
     return info
 
 
@@ -95,6 +124,13 @@ def _target(key: str, value) -> str:
     return f"{op} {goal:g} {'yes' if ok else 'NO'}"
 
 
+def _share(entry: dict, key: str, peak: float | None) -> str:
+    """`` (12 %)``: the fp32 matmul peak's share that ``entry[key]`` images per second use."""
+    if not peak or "gflops_per_image" not in entry:
+        return ""
+    return f" ({100 * entry[key] * entry['gflops_per_image'] / peak:.0f} %)"
+
+
 def format_report(result: dict) -> str:
     """The result of :func:`~reid_utils.bench.run_benchmarks` as one Markdown table.
 
@@ -107,6 +143,8 @@ def format_report(result: dict) -> str:
         f"reid_utils bench{' --quick' if result.get('quick') else ''}: {m['cpu']}, {m['cores']} cores, "
         f"torch {m['torch']}, CPU bf16 {'yes' if m['cpu_bf16'] else 'no'}, device {m['device']}{gpu}",
         f"fast: {m.get('fast_path', '-')}   plain: {m.get('plain_path', '-')}",
+        f"CPU flags: {' '.join(m.get('cpu_flags') or []) or '-'}; measured fp32 matmul peak "
+        f"{_fmt(m.get('fp32_matmul_peak_gflops'))} GFLOP/s (the % after a speed is its share of this peak)",
         "",
         "| benchmark | size | fast | plain | ratio | target (2-core CPU) |",
         "|---|---|---|---|---|---|",
@@ -115,8 +153,9 @@ def format_report(result: dict) -> str:
     for section, key in (("train", "train_speedup"), ("infer", "infer_speedup")):
         for size, e in result.get(section, {}).get("sizes", {}).items():
             target = _target(key, e["speedup"]) if size == headline else ""
-            lines.append(f"| {section} img/s | {size} | {_fmt(e['fast_img_s'])} | {_fmt(e['plain_img_s'])} | "
-                         f"{_fmt(e['speedup'])}x | {target} |")
+            peak = m.get("fp32_matmul_peak_gflops")
+            lines.append(f"| {section} img/s | {size} | {_fmt(e['fast_img_s'])}{_share(e, 'fast_img_s', peak)} | "
+                         f"{_fmt(e['plain_img_s'])}{_share(e, 'plain_img_s', peak)} | {_fmt(e['speedup'])}x | {target} |")
             if "compiled_img_s" in e:
                 lines.append(f"| infer img/s, torch.compile (compiled in {_fmt(e['compile_seconds'])} s) | "
                              f"{size} | {_fmt(e['compiled_img_s'])} | {_fmt(e['plain_img_s'])} | "
@@ -150,6 +189,17 @@ def format_report(result: dict) -> str:
                          f"{_fmt(s['loader_img_s'])} | {_fmt(s.get('train_fast_img_s'))} | "
                          f"{_fmt(s.get('loader_over_train'))}x | > 1 |")
             lines.append(f"| loader img/s (on-tensor augmentation) | {size} | {_fmt(s['tensor_img_s'])} | | | |")
+    if "contention" in result:
+        e = result["contention"]
+        if "error" in e:
+            lines.append(f"| contention | | {e['error']} | | | |")
+        else:
+            lines.append(f"| contention: s/step next to a busy process, governor ({e['governed_threads']} threads) "
+                         f"vs alone | 128x64 | {_fmt(e['busy_governed_seconds'])} | {_fmt(e['alone_seconds'])} | "
+                         f"{_fmt(e['contention_slowdown'])}x slower | {_target('contention_slowdown', e['contention_slowdown'])} |")
+            lines.append(f"| contention: same, fixed {e['threads']} threads (no governor) | 128x64 | "
+                         f"{_fmt(e['busy_fixed_seconds'])} | {_fmt(e['alone_seconds'])} | "
+                         f"{_fmt(e['contention_slowdown_fixed'])}x slower | |")
     lines += [
         "",
         f"{result['seconds']:.0f} s in all. Medians of interleaved repetitions; ratio = fast / plain "

@@ -8,12 +8,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..engine.runtime import fast_path, select_device
 from ..errors import ConfigError
-from ..runtime import fast_path, select_device
+from .contention import bench_contention
+from .loader import bench_loader
+from .model_speed import bench_infer, bench_train
+from .ranking import bench_eval, bench_rerank
 from .report import TARGETS, format_report, jsonable, machine_info
 from .timing import size_key
 
-SECTIONS = ("train", "infer", "eval", "rerank", "loader")
+SECTIONS = ("train", "infer", "eval", "rerank", "loader", "contention")
 
 #: Headline keys of the result; always present (None when their section did not run).
 HEADLINE_KEYS = (
@@ -25,6 +29,7 @@ HEADLINE_KEYS = (
     "rerank_seconds",
     "rerank_peak_gb",
     "loader_img_s",
+    "contention_slowdown",
 )
 
 
@@ -53,6 +58,7 @@ class BenchSettings:
     loader_batches: int = 30  # timed batches per size (after the first, which starts the workers)
     data_root: str | None = None  # loader data (None: REID_DATA_ROOT, course data, sample)
     prefer_course_data: bool = True  # loader: use ../shared/data/market1501_course when present
+    contention_reps: int = 6  # timed training steps per contention case
 
 
 FULL = BenchSettings()
@@ -72,6 +78,7 @@ QUICK = BenchSettings(
     rerank_gallery=1500,
     loader_batches=8,
     prefer_course_data=False,
+    contention_reps=3,
 )
 
 
@@ -90,7 +97,7 @@ def run_benchmarks(
         as_json: print one JSON object on stdout instead of the tables (progress goes to stderr).
         sections: names from :data:`SECTIONS` (a list, or comma-separated strings); unknown
             names raise ConfigError.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` ... (see :func:`~reid_utils.runtime.select_device`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` ... (see :func:`~reid_utils.engine.runtime.select_device`).
         settings: explicit sizes and repetitions (overrides ``quick``).
 
     Returns:
@@ -103,10 +110,6 @@ def run_benchmarks(
         dict per section that ran (``train`` and ``infer`` hold per-size entries under
         ``"sizes"``, e.g. ``result["train"]["sizes"]["128x64"]["fast_img_s"]``).
     """
-    from .loader import bench_loader
-    from .model_speed import bench_infer, bench_train
-    from .ranking import bench_eval, bench_rerank
-
     chosen = parse_sections(sections)
     settings = settings or (QUICK if quick else FULL)
     device = select_device(device)
@@ -140,6 +143,9 @@ def run_benchmarks(
             train_sizes = result.get("train", {}).get("sizes", {})
             result["loader"] = bench_loader(settings, fast, {k: v["fast_img_s"] for k, v in train_sizes.items()})
             result["loader_img_s"] = result["loader"]["sizes"][headline]["loader_img_s"]
+        if "contention" in chosen:
+            result["contention"] = bench_contention(settings, fast)
+            result["contention_slowdown"] = result["contention"].get("contention_slowdown")
     finally:
         _restore_global_state(saved)
     result["seconds"] = time.perf_counter() - start

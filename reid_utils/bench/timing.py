@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..runtime import FastPath
+from ..engine.runtime import FastPath
 
 
 def interleaved(sides: dict[str, Callable[[], object]], reps: int, warmup: int = 0) -> dict[str, list[float]]:

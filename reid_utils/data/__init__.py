@@ -10,10 +10,10 @@ Typical use::
     sampler = PKSampler(train_set.labels, p=16, k=4, seed=0)
 """
 from .annotations import read_course_annotations, read_market_attributes
-from .dataset import ReidDataset, image_to_uint8, load_image_tensor, open_image, read_image, validate_images
+from .dataset import ReidDataset, image_to_uint8, load_image_tensor, open_image, read_image, to_rgb, validate_images
 from .inspect import format_summary, summarize
 from .layouts import DatasetIndex, Record, detect_layout, load_dataset, unknown_attributes
-from .locate import ENV_VAR, ensure_sample, extract_zip, resolve_data_root, sample_root
+from .locate import ENV_VAR, extract_zip, resolve_data_root
 from .parsing import (
     DISTRACTOR_PID,
     JUNK_PID,
@@ -46,7 +46,6 @@ __all__ = [
     "batch_augment",
     "build_transforms",
     "detect_layout",
-    "ensure_sample",
     "extract_zip",
     "format_summary",
     "image_to_uint8",
@@ -65,9 +64,9 @@ __all__ = [
     "read_image",
     "read_market_attributes",
     "resolve_data_root",
-    "sample_root",
     "save_split",
     "summarize",
+    "to_rgb",
     "unknown_attributes",
     "validate_images",
 ]

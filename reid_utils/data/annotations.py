@@ -1,7 +1,7 @@
 """Attribute annotation files: the course ``annotations_train.csv`` and the official ``market_attribute.mat``.
 
 Both are read into the course form (27 columns, 1/2 encoded, age 1-4; see
-:mod:`reid_utils.data.schema`) keyed by person id, and validated on the way: missing, unknown
+:mod:`reid_utils.schema`) keyed by person id, and validated on the way: missing, unknown
 or duplicated columns / fields, values that are not integers or are out of range, and
 duplicated ids raise :class:`~reid_utils.errors.DataError` naming the file, line (or split and
 person) and column.
@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
-from .schema import COURSE_COLUMNS, first_out_of_range
+from ..schema import COURSE_COLUMNS, first_out_of_range
 
 COURSE_CSV = "annotations_train.csv"
 MARKET_MAT = "market_attribute.mat"
@@ -33,15 +33,34 @@ def _check_ranges(course: np.ndarray, describe_row: Callable[[int], str]) -> Non
         )
 
 
+#: Values beyond this cannot be an id or a label (and would not fit an int64 array).
+_MAX_VALUE = 10**9
+
+
 def _integer(text: str) -> int:
-    """``"2"`` or ``"2.0"`` -> 2; anything else raises ValueError."""
+    """``"2"`` or ``"2.0"`` -> 2; anything else (``"1.5"``, ``"nan"``, ``"1e400"``) raises ValueError."""
     try:
         return int(text)
     except ValueError:
-        value = float(text)  # raises ValueError for non-numbers
-        if not value.is_integer():
+        number = float(text)  # raises ValueError for non-numbers
+        if not number.is_integer():  # also nan and inf
             raise
-        return int(value)
+        return int(number)
+
+
+def _integer_column(values, describe: Callable[[int], str]) -> np.ndarray:
+    """A numeric column read from a ``.mat`` file -> int64; strings, fractions (``1.5``), NaN
+    and huge values raise DataError naming the first bad entry (``describe(i)``)."""
+    array = np.asarray(values, dtype=object).reshape(-1)
+    result = np.empty(len(array), dtype=np.int64)
+    for i, value in enumerate(array.tolist()):
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        ok = ok and np.isfinite(value) and float(value).is_integer() and abs(value) <= _MAX_VALUE
+        if not ok:
+            raise DataError(f"{describe(i)} has value {value!r:.40}, expected an integer")
+        result[i] = int(value)
+    return result
+
 
 def read_course_annotations(csv_path: str | os.PathLike) -> dict[int, tuple[int, np.ndarray]]:
     """Read ``annotations_train.csv`` -> ``{pid: (line number, (27,) course row)}``.
@@ -83,11 +102,17 @@ def read_course_annotations(csv_path: str | os.PathLike) -> dict[int, tuple[int,
         for col in order:
             cell = row[col].strip()
             try:
-                parsed.append(_integer(cell))
+                value = _integer(cell)
             except ValueError:
                 raise DataError(
-                    f"{csv_path} line {line}: column {header[col]!r} has value {cell!r}, expected an integer"
+                    f"{csv_path} line {line}: column {header[col]!r} has value {cell!r:.40}, expected an integer"
                 ) from None
+            if abs(value) > _MAX_VALUE:  # would not even fit the int64 table
+                expected = {"id": "a person id", "age": "1-4"}.get(header[col], "1 (no) or 2 (yes)")
+                raise DataError(
+                    f"{csv_path} line {line}: column {header[col]!r} has value {cell!r:.40}, expected {expected}"
+                )
+            parsed.append(value)
         lines.append(line)
         values.append(parsed)
     if not values:
@@ -142,20 +167,24 @@ def read_market_attributes(mat_path: str | os.PathLike) -> dict[str, dict[int, n
         ids = [str(x).strip() for x in np.atleast_1d(np.asarray(part["image_index"], dtype=object))]
         pids = []
         for i, text in enumerate(ids):
-            if not text.isdigit() or int(text) < 1:
+            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_VALUE:
                 raise DataError(
                     f"{mat_path}: market_attribute.{split}.image_index[{i}] is {text!r}, expected a 4-digit person id"
                 )
             pids.append(int(text))
         columns = []
         for name in COURSE_COLUMNS:
-            column = np.atleast_1d(np.asarray(part[name])).reshape(-1)
+            try:
+                column = np.atleast_1d(np.asarray(part[name], dtype=object)).reshape(-1)
+            except ValueError:  # ragged nested cells
+                column = np.array([part[name]], dtype=object)
             if len(column) != len(pids):
                 raise DataError(
                     f"{mat_path}: market_attribute.{split}.{name} has {len(column)} values, "
                     f"expected {len(pids)} (one per image_index entry)"
                 )
-            columns.append(column.astype(np.int64))
+            columns.append(_integer_column(
+                column, lambda i, name=name: f"{mat_path}: market_attribute.{split}.{name}[{i}] (person {ids[i]})"))
         course = np.stack(columns, axis=1)
         _check_ranges(course, lambda i: f"{mat_path}: market_attribute.{split} person {ids[i]}")
         duplicated = sorted({p for p in pids if pids.count(p) > 1}) if len(set(pids)) != len(pids) else []

@@ -36,30 +36,67 @@ if TYPE_CHECKING:
     from .layouts import DatasetIndex, Record
 
 
+#: Image formats decoded, whatever the file's extension says (a PNG named .jpg is fine; a GIF,
+#: TIFF or anything else is refused rather than decoded by a rarely used decoder).
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "MPO")
+#: Person crops are small; anything larger is refused before it is decoded (64x128 in Market).
+MAX_PIXELS = 4096 * 4096
+#: Modes holding 16 (or 32) bits per pixel: grayscale PNGs with 16-bit samples.
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` fully (any mode); a missing, corrupt or truncated file raises DataError."""
+    """Decode ``path`` fully (any mode); a missing, corrupt, truncated, oversized or unsupported
+    file raises DataError."""
     try:
-        image = Image.open(path)
+        image = Image.open(path, formats=IMAGE_FORMATS)
+        if image.width * image.height > MAX_PIXELS:
+            raise DataError(f"{path}: image is {image.width}x{image.height} pixels, expected a person crop of at most "
+                            f"{MAX_PIXELS:,} pixels")
         image.load()  # decodes now, so truncation is detected here and not in a worker later
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: cannot decode image ({error}); the file is corrupt or truncated") from None
+    except DataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - decoders raise many types for a damaged file
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise DataError(f"{path}: cannot decode image ({reason}); the file is corrupt, truncated or not a "
+                        f"{'/'.join(IMAGE_FORMATS[:3])} image") from None
     return image
 
 
+def to_rgb(image: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
+    """``image`` as 8-bit RGB. Grayscale, palette, RGBA and CMYK are converted as Pillow does;
+    16-bit grayscale is scaled to 8 bits (``v * 255 / 65535``: Pillow's own conversion would clip
+    it to white); floating-point and other modes raise DataError naming ``path``."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_DEPTH_MODES:
+        values = np.asarray(image).astype(np.int64)  # (H, W)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{path}: {image.mode} image with values {values.min()}-{values.max()}, expected 8 or 16 "
+                            "bits per sample (0-65535)")
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode == "F":
+        raise DataError(f"{path}: floating-point image (mode F), expected 8 or 16 bits per sample")
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path}: cannot convert image mode {image.mode!r} to RGB ({error})") from None
+
+
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` as an RGB PIL image; grayscale, RGBA and palette images are converted."""
-    image = open_image(path)
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """Decode ``path`` as an 8-bit RGB PIL image (see :func:`to_rgb` for other modes)."""
+    return to_rgb(open_image(path), path)
 
 
 def validate_images(index: DatasetIndex, progress: bool = False) -> dict:
     """Decode every image of ``index``; raise :class:`DataError` naming the corrupt ones.
 
     Returns ``{"images_checked": int, "image_modes": {"RGB": n, "L": n, ...},
-    "image_sizes": {"64x128": n, ...}}`` (sizes as width x height). Grayscale / RGBA / palette
-    images are fine: the Dataset converts them to RGB.
+    "image_sizes": {"64x128": n, ...}}`` (sizes as width x height). Grayscale / RGBA / palette /
+    16-bit grayscale images are fine: the Dataset converts them to RGB (:func:`to_rgb`).
     """
     records = index.train + index.test + index.query
     if progress:
@@ -70,6 +107,11 @@ def validate_images(index: DatasetIndex, progress: bool = False) -> dict:
     for record in records:
         try:
             image = open_image(record.path)
+        except DataError as error:
+            corrupt.append(str(error))
+            continue
+        try:
+            to_rgb(image, record.path)  # what the Dataset will do: a mode it cannot convert is an error now
         except DataError as error:
             corrupt.append(str(error))
             continue

@@ -11,10 +11,11 @@ from collections import Counter
 
 import numpy as np
 
+from ..schema import BINARY_COLUMNS, groups_to_binary
 from .dataset import validate_images
 from .layouts import load_dataset
+from .locate import resolve_data_root
 from .parsing import is_distractor, is_junk, is_labelled
-from .schema import BINARY_COLUMNS, groups_to_binary
 
 
 def summarize(
@@ -32,8 +33,11 @@ def summarize(
     26 yes/no and colour columns), ``skipped_files`` and ``skipped`` (non-image files, paths
     relative to the root). With ``check_images`` every image is decoded and
     ``images_checked``, ``image_modes`` and ``image_sizes`` are added.
+
+    ``root`` may be a ``.zip``: it is extracted next to itself first, as for training
+    (:func:`~reid_utils.data.locate.resolve_data_root`).
     """
-    index = load_dataset(root, attribute_file)
+    index = load_dataset(resolve_data_root(root), attribute_file)
     labelled = [r for r in index.train if is_labelled(r.pid)]
     per_identity = Counter(r.pid for r in labelled)
     counts = np.array(list(per_identity.values()))
@@ -108,6 +112,9 @@ def format_summary(summary: dict) -> str:
         converted = sum(n for m, n in s["image_modes"].items() if m != "RGB")
         if converted:
             lines.append(f"  {converted:,} non-RGB image(s) will be converted to RGB when read")
+        deep = sum(n for m, n in s["image_modes"].items() if m.startswith("I"))
+        if deep:
+            lines.append(f"  {deep:,} of them have 16-bit samples, scaled to 8 bits (v * 255 / 65535)")
     lines.append(f"attribute positive rates over the {s['train_ids']:,} training identities:")
     items = list(s["attribute_positive_rates"].items())
     for start in range(0, len(items), 5):

@@ -37,6 +37,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DataError
+from ..schema import NUM_GROUPS, course_to_groups
 from .annotations import COURSE_CSV, MARKET_MAT, read_course_annotations, read_market_attributes
 from .parsing import (
     UNKNOWN_CAMID,
@@ -49,7 +50,6 @@ from .parsing import (
     parse_course_train_name,
     parse_market_name,
 )
-from .schema import NUM_GROUPS, course_to_groups
 
 LAYOUTS = ("course", "market")
 COURSE_FOLDERS = {"train": "train", "test": "test", "query": "queries"}

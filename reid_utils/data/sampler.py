@@ -32,13 +32,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 
 class PKSampler(torch.utils.data.Sampler):
     """Batch sampler over ``labels`` (one int per dataset item) yielding lists of ``p * k`` indices."""
 
     def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if p < 1 or k < 1:
-            raise ValueError(f"PKSampler needs p >= 1 and k >= 1, got p={p}, k={k}")
+            raise ConfigError(f"PKSampler needs p >= 1 and k >= 1, got p={p}, k={k}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"PKSampler needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         labels = np.asarray(labels).tolist()
@@ -48,9 +50,9 @@ class PKSampler(torch.utils.data.Sampler):
         self.identities = sorted(by_label)
         self.indices = [np.array(by_label[label]) for label in self.identities]  # per identity
         if len(self.identities) // world_size < p:
-            raise ValueError(
-                f"PKSampler: {len(self.identities)} identities cannot fill batches of p={p} identities "
-                f"on each of {world_size} rank(s); lower p or use more identities"
+            raise ConfigError(
+                f"PKSampler: {len(self.identities)} training identities cannot fill batches of p={p} identities "
+                f"on each of {world_size} rank(s); lower batch_p or use more identities"
             )
         self.p, self.k, self.seed = p, k, seed
         self.rank, self.world_size = rank, world_size

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_text
 from .layouts import DatasetIndex, Record
 from .parsing import is_labelled
@@ -90,9 +91,15 @@ def query_gallery(records: list[Record], seed: int = 0) -> tuple[list[Record], l
 
 
 def make_split(index: DatasetIndex, val_fraction: float = 0.2, seed: int = 0) -> Split:
-    """Split ``index.train`` by identity; ``val_fraction=0`` keeps every identity for training."""
+    """Split ``index.train`` by identity; ``val_fraction=0`` keeps every identity for training.
+
+    A split that holds out more than half of the identities warns (``UserWarning``): with
+    ``val_fraction=0.99`` training would see one identity.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction}, expected 0 <= val_fraction < 1")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"split seed {seed} is out of range, expected 0 <= seed < 2**63")
     pids = np.array(index.train_pids)
     if len(pids) == 0:
         raise DataError(f"{index.root}: no labelled training identities to split")
@@ -101,6 +108,9 @@ def make_split(index: DatasetIndex, val_fraction: float = 0.2, seed: int = 0) ->
         if len(pids) < 2:
             raise DataError(f"{index.root}: {len(pids)} training identity, need at least 2 for a validation split")
         num_val = min(max(1, round(val_fraction * len(pids))), len(pids) - 1)
+        if num_val > len(pids) / 2:
+            warnings.warn(f"val_fraction={val_fraction} leaves only {len(pids) - num_val} of the {len(pids)} identities "
+                          f"in {index.root} for training", UserWarning, stacklevel=2)
     rng = np.random.default_rng(seed)
     val_pids = set(rng.permutation(pids)[:num_val].tolist())
     train = [r for r in index.train if is_labelled(r.pid) and r.pid not in val_pids]
@@ -152,7 +162,7 @@ def load_split(path: str | os.PathLike, index: DatasetIndex) -> Split:
         raise DataError(f"{path}: split file is missing (create one with make_split + save_split)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise DataError(f"{path}: not a valid JSON split file ({error})") from None
     if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
         raise DataError(f"{path}: not a split file (expected \"format\": \"{SPLIT_FORMAT}\")")
@@ -161,8 +171,10 @@ def load_split(path: str | os.PathLike, index: DatasetIndex) -> Split:
         pid_to_label = {int(pid): int(label) for pid, label in data["pid_to_label"].items()}
         query_paths = list(data["val_query"])
         seed, val_fraction = int(data["seed"]), float(data["val_fraction"])
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
         raise DataError(f"{path}: split file is incomplete or malformed ({error!r})") from None
+    if not all(type(pid) is int for pid in train_pids | val_pids) or not all(isinstance(p, str) for p in query_paths):
+        raise DataError(f"{path}: split file is malformed (expected integer person ids and relative image paths)")
     dataset_pids = set(index.train_pids)
     if train_pids | val_pids != dataset_pids or train_pids & val_pids:
         extra = sorted((train_pids | val_pids) - dataset_pids)
@@ -199,3 +211,36 @@ def load_split(path: str | os.PathLike, index: DatasetIndex) -> Split:
             f"saved ({len(split.train)} train now, {data.get('num_train_images')} then); make a new split"
         )
     return split
+
+
+def validation_split(checkpoint: str | os.PathLike, ckpt: dict, index: DatasetIndex,
+                     split_file: str | os.PathLike | None = None) -> tuple[Split, str]:
+    """The validation split a checkpoint's run held out, rebuilt on ``index``: ``(split, description)``.
+
+    Looks for, in order: ``split_file``; ``split.json`` next to the checkpoint; the config's
+    ``split_file``; else the seeded split of the config's ``val_fraction`` / ``split_seed`` is
+    made again. Raises DataError when it has no queries (``val_fraction=0``) and
+    CheckpointError when a validation identity was one of the checkpoint's training identities.
+    """
+    config = ckpt.get("config") or {}
+    candidates = [Path(split_file)] if split_file else [Path(checkpoint).parent / "split.json"]
+    if not split_file and config.get("split_file"):
+        candidates.append(Path(config["split_file"]))
+    found = next((c for c in candidates if split_file or c.is_file()), None)
+    if found is not None:
+        split = load_split(found, index)
+        described = f"validation split {found}"
+    else:
+        fraction, seed = float(config.get("val_fraction", 0.2)), int(config.get("split_seed", 0))
+        split = make_split(index, fraction, seed)
+        described = f"validation split rebuilt (val_fraction={fraction}, split_seed={seed})"
+    if not split.val_query:
+        raise DataError(f"{index.root}: the validation split has no queries (val_fraction=0?); nothing to evaluate")
+    trained = {int(pid) for pid in (ckpt.get("pid_to_label") or {})}
+    overlap = sorted(trained & set(split.val_pids))
+    if overlap:
+        raise CheckpointError(
+            f"{checkpoint}: {len(overlap)} validation identities (e.g. {overlap[0]}) were training identities of "
+            f"this checkpoint; pass the run's split file ({described})"
+        )
+    return split, described

@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.schema import check_form, num_attribute_logits
 from ..errors import ConfigError
+from ..schema import check_form, num_attribute_logits
 from .backbones import build_resnet
 from .heads import AttributeHead, BNNeck, build_classifier
 

@@ -1,16 +1,16 @@
 """APR-Net: attribute-person recognition with an Attribute Re-weighting Module (ARM).
 
 Lin et al., "Improving Person Re-identification by Attribute and Identity Learning" (2017),
-as described in the course report:
+as described in the course report. Shapes below use C = the trunk's channels (2048 for
+ResNet-50, the paper's; 512 for ResNet-18/34) and the default bottleneck width D = 512:
 
-1. a ResNet trunk and global average pooling: ``(B, 2048)``;
-2. a bottleneck ``Linear(2048, 512) -> BatchNorm1d -> LeakyReLU(0.1) (or ReLU) -> Dropout``:
+1. a ResNet trunk and global average pooling: ``(B, C)``;
+2. a bottleneck ``Linear(C, 512) -> BatchNorm1d -> LeakyReLU(0.1) (or ReLU) -> Dropout``:
    the identity feature ``f`` ``(B, 512)``;
 3. 12 parallel attribute classifiers ``Linear(512, C_g)``, one per schema group; side by side
    they are the ``(B, 41)`` groups-form attribute logits (group ``g`` in ``GROUP_SLICES[g]``);
 4. the ARM. Our exact reading of "a linear layer with softmax that gives a confidence per
    attribute prediction and re-weights the predictions":
-
    * the *attribute predictions* are the per-group softmax probabilities ``p`` ``(B, 41)``
      (the 12 distributions side by side);
    * ``arm_weights = softmax(Linear(41, 12)(p))`` ``(B, 12)``: one confidence per attribute
@@ -26,17 +26,16 @@ as described in the course report:
 6. the retrieval embedding is ``concat(n, r)`` ``(B, 553)``, where ``n`` is the 512-d
    BatchNorm output *before* the activation. In eval mode ``f = LeakyReLU(n)``; using ``n``
    follows BNNeck (Luo et al. 2019), whose point is that the normalised feature, not the
-   clipped one, suits cosine retrieval. On the real course data (30-epoch checkpoint,
-   validation, flip) it gave course mAP 76.5 / rank-1 93.2 against 75.4 / 91.9 for
-   ``concat(f, r)``.
+   clipped one, suits cosine retrieval (the README's ablation compares it with
+   ``concat(f, r)``).
 
 Forward contract:
 
-* train: ``{"features": (B, 2048), "embedding": (B, 553), "id_logits": (B, num_ids) or None,
+* train: ``{"features": (B, C), "embedding": (B, 553), "id_logits": (B, num_ids) or None,
   "attribute_logits": (B, 41), "arm_weights": (B, 12)}``; ``features`` is the pooled trunk
   feature, before the bottleneck, on which the metric losses (triplet, center) act, as in
-  BNNeck: a triplet loss on the embedding, next to dropout and the identity classifier,
-  kept the identity loss near ln(num_ids) on the real data;
+  BNNeck (a triplet loss on the dropout-regularised embedding fights the identity
+  classifier);
 * eval: ``{"embedding": (B, 553), "attribute_logits": (B, 41), "arm_weights": (B, 12)}``.
 
 With ``attribute_form="binary"`` the 12 classifiers become one ``Linear(512, 30)`` for the
@@ -49,8 +48,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.schema import GROUP_SLICES, GROUPS, NUM_BINARY, num_attribute_logits
 from ..errors import ConfigError
+from ..schema import GROUP_SLICES, GROUPS, NUM_BINARY, num_attribute_logits
 from .backbones import ResNetTrunk, build_resnet
 from .heads import build_classifier
 
@@ -65,17 +64,25 @@ class Bottleneck(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        self.block = nn.Sequential(
-            nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), ACTIVATIONS[activation](), nn.Dropout(dropout)
-        )
-        nn.init.kaiming_normal_(self.block[0].weight, a=0, mode="fan_out")
-        nn.init.zeros_(self.block[0].bias)
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.bn = nn.BatchNorm1d(out_dim)
+        self.activation = ACTIVATIONS[activation]()
+        self.dropout = nn.Dropout(dropout)
+        nn.init.kaiming_normal_(self.fc.weight, a=0, mode="fan_out")
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(normalised, f)``: the BatchNorm output before the activation, and ``f`` after
-        activation and dropout."""
-        normalised = self.block[1](self.block[0](x))
-        return normalised, self.block[3](self.block[2](normalised))
+        activation and dropout, both ``(B, out)``."""
+        normalised = self.bn(self.fc(x))
+        return normalised, self.dropout(self.activation(normalised))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the layers had names: block.0 = fc, block.1 = bn
+        for old, new in (("block.0.", "fc."), ("block.1.", "bn.")):
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AttributeReweighting(nn.Module):
@@ -136,12 +143,14 @@ class APRNet(nn.Module):
         return torch.cat([attribute_logits[:, s].softmax(dim=1) for s in self.slices], dim=1)
 
     def forward(self, x: torch.Tensor) -> dict:
-        fmap = self.trunk(x)  # (B, 2048, h, w)
-        pooled = fmap.mean(dim=(2, 3))  # (B, 2048)
-        normalised, f = self.bottleneck(pooled)  # (B, 512) each
-        attribute_logits = torch.cat([head(f) for head in self.attribute_classifiers], dim=1)  # (B, 41)
-        reweighted, arm_weights = self.arm(self.attribute_probabilities(attribute_logits))  # (B, 41), (B, 12)
-        embedding = torch.cat([normalised, reweighted], dim=1)  # (B, 553), for retrieval
+        # C = trunk.out_channels (512 for ResNet-18/34, 2048 for ResNet-50), D = bottleneck_dim,
+        # A = attribute logits (41 groups / 30 binary), K = attributes (12 / 30)
+        fmap = self.trunk(x)  # (B, C, h, w)
+        pooled = fmap.mean(dim=(2, 3))  # (B, C)
+        normalised, f = self.bottleneck(pooled)  # (B, D) each
+        attribute_logits = torch.cat([head(f) for head in self.attribute_classifiers], dim=1)  # (B, A)
+        reweighted, arm_weights = self.arm(self.attribute_probabilities(attribute_logits))  # (B, A), (B, K)
+        embedding = torch.cat([normalised, reweighted], dim=1)  # (B, D + A), for retrieval
         if not self.training:
             return {"embedding": embedding, "attribute_logits": attribute_logits, "arm_weights": arm_weights}
         id_logits = self.classifier(torch.cat([f, reweighted], dim=1)) if self.classifier is not None else None

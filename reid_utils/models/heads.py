@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.schema import num_attribute_logits
 from ..errors import ConfigError
+from ..schema import num_attribute_logits
 
 CLASSIFIERS = ("linear", "cosine")
 
@@ -92,7 +92,6 @@ class MultiTaskHead(nn.Module):
     """BN-neck, identity classifier and attribute head on a pooled feature.
 
     ``forward(feat)`` with ``feat`` ``(B, D)``:
-
     * train mode: ``{"features": feat (B, D) before BN, "id_logits": (B, num_ids) or None,
       "attribute_logits": (B, A)}``;
     * eval mode: ``{"embedding": (B, D) after BN, "attribute_logits": (B, A)}``.

@@ -57,8 +57,8 @@ import torchvision
 from torch import nn
 from torchvision.models.vision_transformer import Encoder
 
-from ..data.schema import check_form
 from ..errors import ConfigError
+from ..schema import check_form
 from .backbones import load_pretrained
 from .heads import AttributeHead, build_classifier
 
