@@ -21,24 +21,32 @@ def _run(*command: str) -> None:
 
 
 def _copy_from_drive(source: Path, checkout: Path) -> None:
+    if str(source).startswith("/content/drive") and not Path("/content/drive/MyDrive").exists():
+        from google.colab import drive  # Colab's own module: the package is not installed yet
+
+        drive.mount("/content/drive")
     if not source.exists():
-        raise FileNotFoundError(f"REPO_SOURCE {source} does not exist: mount Drive first (the Drive cell) or fix the path")
+        raise FileNotFoundError(f"REPO_SOURCE {source} does not exist: check the path (Drive is under /content/drive/MyDrive)")
     if source.is_dir():
         shutil.copytree(source, checkout, ignore=shutil.ignore_patterns(".venv", "outputs", "__pycache__"))
         return
-    with zipfile.ZipFile(source) as archive:  # a zip of the repository, with or without a top folder
-        archive.extractall(checkout.with_name(checkout.name + ".unzip"))
     unzipped = checkout.with_name(checkout.name + ".unzip")
-    tops = list(unzipped.iterdir())
-    root = tops[0] if len(tops) == 1 and tops[0].is_dir() else unzipped
-    if not (root / "pyproject.toml").is_file():
-        raise RuntimeError(f"{source} holds no pyproject.toml at its top: zip the repository folder itself")
-    root.rename(checkout)
-    shutil.rmtree(unzipped, ignore_errors=True)
+    shutil.rmtree(unzipped, ignore_errors=True)  # a leftover of an interrupted try
+    try:
+        with zipfile.ZipFile(source) as archive:  # a zip of the repository, with or without a top folder
+            archive.extractall(unzipped)
+        tops = list(unzipped.iterdir())
+        root = tops[0] if len(tops) == 1 and tops[0].is_dir() else unzipped
+        if not (root / "pyproject.toml").is_file():
+            raise RuntimeError(f"{source} holds no pyproject.toml at its top: zip the repository folder itself")
+        root.rename(checkout)
+    finally:
+        shutil.rmtree(unzipped, ignore_errors=True)
 
 
 if "google.colab" in sys.modules:
     if not (CHECKOUT / "pyproject.toml").is_file():
+        shutil.rmtree(CHECKOUT, ignore_errors=True)  # what an interrupted try left behind
         if REPO_SOURCE:
             _copy_from_drive(Path(REPO_SOURCE), CHECKOUT)
         else:

@@ -85,7 +85,7 @@ class TrainConfig:
     switch_lr: float = 0.01  # adamw_sgd: peak SGD learning rate after the switch
     switch_weight_decay: float = 5e-4  # adamw_sgd: SGD weight decay after the switch
     warmup_epochs: float = 2.0  # linear warmup from 10% of lr, per step
-    scheduler: Literal["cosine", "step", "constant"] = "cosine"  # decay after warmup (cosine to 0 at num_epochs)
+    scheduler: Literal["cosine", "step", "constant"] = "cosine"  # decay after warmup (cosine to 1% of lr at the end)
     step_size: int = 20  # step scheduler: epochs between decays
     gamma: float = 0.1  # step scheduler: decay factor
     clip_grad_norm: float = 0.0  # clip the gradient norm to this value; 0 = off

@@ -24,6 +24,7 @@ Multi-task
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -61,7 +62,10 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 def fp32(like: torch.Tensor):
     """Autocast off for the enclosed computation: the losses that overflow in fp16 (AM-Softmax's
-    scaled cosines, the triplet and center distances) run in fp32 whatever the fast path."""
+    scaled cosines, the triplet and center distances) run in fp32 whatever the fast path.
+    (Only CUDA and the CPU autocast here; older torch refuses an autocast context on MPS.)"""
+    if like.device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
     return torch.autocast(device_type=like.device.type, enabled=False)
 
 

@@ -86,7 +86,15 @@ def test_setup_cell_raises_in_the_cell_when_the_clone_fails(tmp_path):
 
 def test_setup_cell_raises_when_the_drive_copy_is_missing(tmp_path):
     done = run_cell(Path(sys.executable), tmp_path, REID_REPO_SOURCE=str(tmp_path / "MyDrive" / "nothing.zip"))
-    assert done.returncode != 0 and "mount Drive first" in done.stderr
+    assert done.returncode != 0 and "nothing.zip does not exist" in done.stderr
+
+
+def test_setup_cell_retries_cleanly_after_a_broken_copy(tmp_path):
+    leftover = tmp_path / "checkout"
+    (leftover / "reid_utils").mkdir(parents=True)  # a copy interrupted before pyproject.toml arrived
+    done = run_cell(Path(sys.executable), tmp_path, REID_REPO_URL=(tmp_path / "no-such-repo").as_uri())
+    assert "Could not clone" in done.stderr and "FileExistsError" not in done.stderr
+    assert not leftover.exists()
 
 
 def test_pip_keeps_the_installed_torch_and_torchvision(tmp_path):

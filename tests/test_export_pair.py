@@ -410,3 +410,16 @@ def test_cli_two_checkpoints_and_threshold(tiny_course_root, checkpoints, tmp_pa
     assert main(["export", "--data", str(tiny_course_root), "--checkpoint", str(checkpoints["a"]), "--out",
                  str(out), "--threshold", "soon"]) == 2
     assert "threshold='soon'" in capsys.readouterr().err
+
+
+def test_a_second_export_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "submission"
+    swap.replace_folder(out, writer("old"), FILES)
+    with open(tmp_path / ".submission.lock", "a") as held:  # what a running export holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another export is writing this folder right now"):
+            swap.replace_folder(out, writer("new"), FILES)
+    assert state(out) == "old"
+    swap.replace_folder(out, writer("new"), FILES)  # once released, it goes through
+    assert state(out) == "new" and leftovers(out) == []

@@ -87,7 +87,7 @@ def test_overflow_prone_losses_run_in_fp32_under_autocast(dtype):
 
 def test_gpu_check_dry_run_learns_on_the_cpu():
     report = gpu_check(dry_run=True)
-    assert report["device"] == "cpu (dry run)" and report["steps"] >= 10
+    assert report["device"].endswith("(dry run)") and report["steps"] >= 10
     assert report["loss_fell"] and report["loss_last"] < report["loss_first"]
     assert report["train_images_per_second"] > 0 and report["infer_images_per_second"] > 0
     assert report["eval_rank1"] > 0.5  # 8 learnable identities: chance would be 1/8

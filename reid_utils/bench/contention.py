@@ -4,7 +4,7 @@ The busy process is started in a new session (``setsid``), as a program started 
 terminal is: Linux's autogroup scheduler then shares the CPU between the two sessions, which
 is what made two-thread training 3-5x slower (see :mod:`reid_utils.engine.threads`). One run
 measures the same training step (APR-Net ResNet-18, 128x64, batch 32, the automatic fast
-path) three ways, interleaved:
+path) three ways, one after the other (the busy process cannot be paused between steps):
 
 * ``alone``: nothing else running, the usual threads;
 * ``busy_fixed``: the busy process running, the usual threads (the behaviour before the fix);

@@ -116,7 +116,7 @@ def gpu_check(dry_run: bool = False, settings: GpuCheckSettings | None = None) -
     metrics = evaluate_reid(distmat.cpu(), pids[is_query], pids[~is_query], protocol="course")
     third = max(1, len(losses) // 3)
     report = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device} (dry run)",
         "precision": describe_precision(device),
         "fast_path": fp.describe(),
         "steps": len(losses) * chunk,

@@ -1,16 +1,18 @@
 """Training and inference: the loop, the trainer, batches, optimizers, checkpoints, the runtime.
 
-============  =====================================================================
-module        what it holds
-============  =====================================================================
-``loop``      :func:`train_one_epoch`, :func:`evaluate`, :func:`best_epoch`
-``trainer``   :func:`fit` and :func:`main` (the notebooks' entry point), ``TrainingRun``
-``batches``   training batches: PK sampling, decoding, augmentation
-``optim``     optimizers, warmup + cosine schedule, early stopping
-``checkpoint`` atomic, resumable checkpoints; :func:`load_model_from_checkpoint`
-``runtime``   device, precision and threads (the fast path), torchrun
-``inference`` batched feature extraction with flip averaging
-============  =====================================================================
+==============  ===================================================================
+module          what it holds
+==============  ===================================================================
+``loop``        :func:`train_one_epoch`, :func:`evaluate`, :func:`best_epoch`
+``trainer``     :func:`fit` and :func:`main` (the notebooks' entry point), ``TrainingRun``
+``batches``     training batches: PK sampling, decoding, augmentation
+``optim``       optimizers, warmup + cosine schedule, early stopping
+``budget``      the time budget that plans the number of epochs (``max_minutes``)
+``threads``     CPU threads that follow the cores other processes leave free
+``checkpoint``  atomic, resumable, digest-checked checkpoints; :func:`load_model_from_checkpoint`
+``runtime``     device, precision (the fast path), torchrun
+``inference``   batched feature extraction with flip averaging
+==============  ===================================================================
 
 ::
 

@@ -89,7 +89,7 @@ def train_one_epoch(
 
     Args:
         batches: iterable of dicts ``{"image": (B, 3, H, W), "pid": (B,) labels,
-            "attributes": (B, 12)}`` (a :mod:`~reid_utils.train_data` source's ``epoch(e)``
+            "attributes": (B, 12)}`` (a :mod:`~reid_utils.engine.batches` source's ``epoch(e)``
             or a DataLoader over a ReidDataset).
         loss_fn: ``loss_fn(outputs, pids, attributes) -> (total, parts)`` (MultiTaskLoss).
         epoch: 0-based, for messages and the progress bar.

@@ -80,28 +80,33 @@ class LRSchedule:
     ``peak_lr * factor`` into every param group and returns the lr.
     """
 
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, num_epochs: int | None = None):
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, num_epochs: int | None = None,
+                 max_warmup_share: float = 1.0):
         self.kind = cfg.scheduler
         self.steps_per_epoch = max(1, int(steps_per_epoch))
         self.warmup_epochs = cfg.warmup_epochs
+        self.max_warmup_share = max_warmup_share  # a planned run keeps its warmup short of the whole run
         self.step_size, self.gamma = cfg.step_size, cfg.gamma
+        self.anchor: tuple[int, float] | None = None
+        self.total_steps = 0
         self.set_num_epochs(num_epochs or cfg.num_epochs or DEFAULT_NUM_EPOCHS)
 
     def set_num_epochs(self, num_epochs: int, at_step: int | None = None) -> None:
         """Span the schedule over ``num_epochs``.
 
         ``at_step``: the global step at which a running plan changes (a time-budgeted run
-        re-plans after every epoch). From there the cosine continues from the factor it had
-        reached down to the floor at the new end, so the learning rate never jumps, whether the
-        plan grows or shrinks. A plan made during the warmup needs no anchor.
+        re-plans after every epoch). Past the warmup, the cosine then continues from the factor
+        it had reached down to the floor at the new end, so the learning rate never jumps,
+        whether the plan grows or shrinks; within the warmup the warmup simply goes on.
         """
-        anchor = None
-        if at_step is not None and self.kind == "cosine" and at_step > getattr(self, "warmup_steps", at_step):
-            anchor = (int(at_step), self(at_step))
+        before = self(at_step) if at_step is not None and self.total_steps else None
         self.num_epochs = int(num_epochs)
         self.total_steps = self.num_epochs * self.steps_per_epoch
-        self.warmup_steps = min(round(self.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
-        self.anchor = anchor
+        self.warmup_steps = min(round(self.warmup_epochs * self.steps_per_epoch),
+                                int(self.max_warmup_share * self.total_steps), self.total_steps - 1)
+        self.anchor = None
+        if before is not None and self.kind == "cosine" and at_step >= self.warmup_steps:
+            self.anchor = (int(at_step), before)
 
     def state_dict(self) -> dict:
         return {"num_epochs": self.num_epochs, "anchor": list(self.anchor) if self.anchor else None}
@@ -111,13 +116,16 @@ class LRSchedule:
         self.anchor = tuple(state["anchor"]) if state.get("anchor") else None
 
     def __call__(self, step: int) -> float:
+        if self.anchor is not None and step >= self.anchor[0]:  # a re-planned cosine
+            start, top = self.anchor
+            progress = min(1.0, (step - start) / max(1, self.total_steps - 1 - start))
+            return COSINE_FLOOR + (top - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
         if step < self.warmup_steps:
             return WARMUP_START + (1 - WARMUP_START) * step / self.warmup_steps
         if self.kind == "cosine":
-            start, top = self.anchor if self.anchor and step >= self.anchor[0] else (self.warmup_steps, 1.0)
-            span = max(1, self.total_steps - 1 - start)
-            progress = min(1.0, (step - start) / span)
-            return COSINE_FLOOR + (top - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+            span = max(1, self.total_steps - 1 - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
         if self.kind == "step":
             return self.gamma ** ((step // self.steps_per_epoch) // self.step_size)
         return 1.0

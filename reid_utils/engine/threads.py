@@ -9,8 +9,8 @@ and waits for it, spinning (OpenMP's default wait policy) and so burning the sha
 one needs. ``nice`` cannot help: the share is per session, not per process.
 
 The fix: use as many threads as there are cores that *other* processes leave free. The
-:class:`ThreadGovernor` measures that from ``/proc/stat`` (all CPU time) minus
-``/proc/self/stat`` (ours) over the last interval, before training and again after every
+:class:`ThreadGovernor` measures that from ``/proc/stat`` (the CPU time of the cores we may
+run on) minus ``/proc/self/stat`` (ours) over the last interval, before training and again after every
 epoch, and calls ``torch.set_num_threads`` when the answer changes; each change is logged.
 With one busy process on two cores it trains on one thread, which owns a whole core. Where
 ``/proc`` cannot be read (macOS, Windows) it does nothing.
@@ -27,27 +27,38 @@ import torch
 FIRST_SAMPLE_SECONDS = 0.5
 
 
-def _proc_cores() -> int:
-    """CPUs that /proc/stat's first line sums over (the machine's, whatever our affinity)."""
+def _allowed_cpus() -> set[int] | None:
+    """The CPUs this process may run on (affinity, cpusets), or None where that is unknown."""
     try:
-        with open("/proc/stat", encoding="ascii") as f:
-            return max(1, sum(1 for line in f if line.startswith("cpu") and line[3:4].isdigit()))
-    except OSError:
-        return os.cpu_count() or 1
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
-def _cpu_times() -> tuple[float, float, float] | None:
-    """``(all busy, all, ours)`` CPU ticks since boot, or None where /proc cannot be read."""
+def _cpu_times(cpus: set[int] | None = None) -> tuple[float, float, float] | None:
+    """``(busy, all, ours)`` CPU ticks since boot, summed over ``cpus`` (the per-CPU lines of
+    /proc/stat; None: all of them), or None where /proc cannot be read. Counting only the
+    CPUs we may use keeps a busy neighbour on *our* cores visible on a big shared host."""
+    busy = total = 0.0
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
+            for line in f:
+                name, *values = line.split()
+                if not (name.startswith("cpu") and name[3:].isdigit()):
+                    continue
+                if cpus is not None and int(name[3:]) not in cpus:
+                    continue
+                fields = [float(v) for v in values]
+                idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+                all_ticks = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+                busy, total = busy + all_ticks - idle, total + all_ticks
         with open("/proc/self/stat", encoding="ascii") as f:
             ours = f.read().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
-    return total - idle, total, float(ours[11]) + float(ours[12])  # utime + stime of all our threads
+    if total <= 0:
+        return None
+    return busy, total, float(ours[11]) + float(ours[12])  # utime + stime of all our threads
 
 
 def cores_used_by_others(before: tuple[float, float, float], after: tuple[float, float, float], cores: int) -> float:
@@ -82,8 +93,9 @@ class ThreadGovernor:
         self.max_threads = max(1, int(max_threads))
         self.log = log
         self.threads = torch.get_num_threads()
-        self.cores = _proc_cores()
-        self._last = _cpu_times()
+        self.cpus = _allowed_cpus()
+        self.cores = len(self.cpus) if self.cpus else (os.cpu_count() or 1)
+        self._last = _cpu_times(self.cpus)
 
     @property
     def active(self) -> bool:
@@ -92,12 +104,12 @@ class ThreadGovernor:
     def update(self) -> int:
         if not self.active:
             return self.threads
-        now = _cpu_times()
+        now = _cpu_times(self.cpus)
         if now is None:
             return self.threads
-        if now[1] - self._last[1] < 10:  # too short an interval to say anything: sample a little
+        if now[1] - self._last[1] < 10 * self.cores:  # too short an interval to say anything: sample a little
             time.sleep(FIRST_SAMPLE_SECONDS)
-            now = _cpu_times() or now
+            now = _cpu_times(self.cpus) or now
         others = cores_used_by_others(self._last, now, self.cores)
         self._last = now
         free = min(self.max_threads, self.cores - others)

@@ -29,7 +29,7 @@ from ..models import build_model_from_config
 from ..visualize.history import plot_history
 from . import loop
 from .batches import make_train_batches
-from .budget import DEFAULT_NUM_EPOCHS, EpochPlanner
+from .budget import DEFAULT_NUM_EPOCHS, WARM_STEPS, EpochPlanner
 from .checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .inference import CachedImages
 from .loop import LOSS_PARTS
@@ -49,6 +49,8 @@ from .threads import ThreadGovernor
 
 #: The cosine's span while a time-budgeted run times its first steps (they are all in the warmup).
 PROVISIONAL_EPOCHS = 10_000
+#: A time-budgeted run's warmup takes at most this share of the planned steps.
+MAX_PLANNED_WARMUP_SHARE = 0.2
 #: Epochs at least this long redraw curves.png every epoch; shorter runs draw it at the end.
 LIVE_CURVES_SECONDS = 20.0
 
@@ -211,7 +213,7 @@ class TrainingRun:
         self.planner = None
         if ckpt is not None and cfg.max_minutes and ckpt.get("planned_epochs"):
             self.num_epochs = int(ckpt["planned_epochs"])  # the plan of the interrupted budgeted run
-        elif cfg.max_minutes:
+        elif cfg.max_minutes and ckpt is None:
             self.planner = EpochPlanner(
                 cfg.max_minutes * 60, cfg.num_epochs, self.steps_per_epoch, cfg.batch_size,
                 len(self.split.val_query) + len(self.split.val_gallery), cfg.flip_eval, self.start_time, self.log,
@@ -219,7 +221,8 @@ class TrainingRun:
             self.num_epochs = cfg.num_epochs or PROVISIONAL_EPOCHS  # until the first steps are timed
         else:
             self.num_epochs = cfg.num_epochs or DEFAULT_NUM_EPOCHS
-        self.schedule = LRSchedule(cfg, self.steps_per_epoch, self.num_epochs)
+        self.schedule = LRSchedule(cfg, self.steps_per_epoch, self.num_epochs,
+                                   max_warmup_share=MAX_PLANNED_WARMUP_SHARE if cfg.max_minutes else 1.0)
         resumed_plan = ckpt is not None and cfg.max_minutes and ckpt.get("planned_epochs")
         if resumed_plan and (ckpt.get("scheduler") or {}).get("num_epochs"):
             self.schedule.load_state_dict(ckpt["scheduler"])  # a re-planned cosine continues as it was
@@ -299,9 +302,11 @@ class TrainingRun:
         }
 
     def _plan_on_step(self, step: int) -> None:
+        if self.fp.device.type == "cuda" and step in (WARM_STEPS - 1, self.planner.plan_step):
+            torch.cuda.synchronize(self.fp.device)  # time the steps, not their launches
         planned = self.planner.on_step(step)
         if planned is not None:
-            self._set_num_epochs(planned)
+            self._set_num_epochs(planned, at_step=step + 1)
 
     def _set_num_epochs(self, num_epochs: int, at_step: int | None = None) -> None:
         if num_epochs != self.num_epochs:

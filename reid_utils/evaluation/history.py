@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
 from ..engine.loop import best_epoch
+from ..errors import CheckpointError
 from ..schema import GROUP_NAMES
 
 
@@ -64,12 +66,12 @@ def best_checkpoint(checkpoints: Mapping[str, str | os.PathLike], metric: str) -
     'apr'
     """
     if not checkpoints:
-        raise ValueError("no checkpoints to choose from")
+        raise CheckpointError(f"no checkpoint to choose from by {metric}: train one first (notebooks 02 and 03)")
     scores = {}
     for name, path in checkpoints.items():
-        values = load_history(path).get(metric) or []
-        if values:
-            scores[name] = best_epoch(load_history(path), metric)[metric]
+        history = load_history(path)
+        if not np.isnan(np.asarray(history.get(metric) or [np.nan], dtype=float)).all():
+            scores[name] = best_epoch(history, metric)[metric]
     if not scores:
         return next(iter(checkpoints))
     sign = 1 if metric == "val_loss" else -1  # the lowest loss, else the highest value

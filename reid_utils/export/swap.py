@@ -42,7 +42,12 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+from typing import Callable, Iterable, Iterator
 
 from ..errors import ExportError, OutputError
 from ..io import check_output_path, ensure_dir, fsync_dir, output_error
@@ -100,12 +105,23 @@ def recover(out: str | os.PathLike) -> Path | None:
         elif found["old"]:
             os.rename(found["old"][-1], out)
         fsync_dir(out.parent)
+    _remove_stale_lock(out)
     keep = _link_target(out)
     for paths in found.values():
         for path in paths:
             if path != keep and os.path.lexists(path):
                 _remove(path)
     return out.resolve() if out.exists() else None
+
+
+def _remove_stale_lock(out: Path) -> None:
+    """Delete ``.NAME.lock`` when no export holds it (a killed export cannot delete its own)."""
+    path = out.parent / f".{out.name}.lock"
+    if fcntl is None or not path.exists():
+        return
+    with contextlib.suppress(OSError), open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises (suppressed) while it is held
+        path.unlink()
 
 
 def _absolute(out: str | os.PathLike) -> Path:
@@ -151,6 +167,37 @@ def replace_folder(out: str | os.PathLike, write: Callable[[Path], None], allowe
     """
     out = _absolute(out)
     parent = ensure_dir(out.parent)
+    with _exclusive(out):  # a second export into the same folder would delete our staging folder
+        return _replace_folder(out, parent, write, allowed)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``parent/.NAME.lock`` while ``out`` is replaced; a second writer gets a one-line
+    error instead of a half-deleted staging folder. (Where ``fcntl`` is missing, Windows, no lock.)"""
+    if fcntl is None:
+        yield
+        return
+    path = out.parent / f".{out.name}.lock"
+    try:
+        handle = open(path, "a")
+    except OSError as error:
+        raise output_error(out.parent, error, "cannot create a lock file in") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{out}: another export is writing this folder right now; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still held: nothing is left beside the folder
+    finally:
+        handle.close()  # releases the lock
+
+
+def _replace_folder(out: Path, parent: Path, write: Callable[[Path], None], allowed: Iterable[str]) -> Path:
     try:
         recover(out)
     except OSError as error:

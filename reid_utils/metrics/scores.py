@@ -8,6 +8,7 @@ torch tensors (tensors are copied to the CPU).
   torchreid's Python evaluator, ties included) and fast: about 0.1-0.2 s for Market-1501's
   3,368 x 15,913 problem on one CPU core, against about 9-16 s for the loop (see "How it is
   fast" below).
+* :func:`random_ranking_map`: the mAP of a random ranking (the chance level of a gallery).
 * :func:`attribute_metrics`: per-group accuracy, label-based mA, instance-based accuracy /
   precision / recall / F1 and confusion matrices, from ``(N, 12)`` class indices.
 * :func:`majority_baseline`: the mean accuracy of always predicting the training majority class.
@@ -20,7 +21,7 @@ from sklearn.metrics import confusion_matrix
 from ..errors import DataError
 from ..schema import BINARY_COLUMNS, GROUP_NAMES, GROUPS, NUM_GROUPS, groups_to_binary, validate_groups
 
-__all__ = ["PROTOCOLS", "evaluate_reid", "attribute_metrics", "majority_baseline", "CONFUSION_GROUPS"]
+__all__ = ["PROTOCOLS", "evaluate_reid", "attribute_metrics", "majority_baseline", "random_ranking_map", "CONFUSION_GROUPS"]
 
 PROTOCOLS = ("market", "course")
 #: Attribute groups whose confusion matrices :func:`attribute_metrics` returns.

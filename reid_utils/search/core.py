@@ -84,7 +84,9 @@ def search(
     height, width = input_size(ckpt)
     fp = fast_path if fast_path is not None else make_fast_path(select_device("auto"))
     if cache and cache_dir is None and out_dir is not None:
-        cache_dir = Path(out_dir).expanduser().resolve().parent / CACHE_FOLDER
+        out = Path(out_dir).expanduser().resolve()
+        # beside OUT (so that several OUT folders share it), but never above the working folder
+        cache_dir = out.parent / CACHE_FOLDER if out != Path.cwd().resolve() else out / CACHE_FOLDER
     g_paths = list_images(gallery)
     features = gallery_features(model, checkpoint, g_paths, height, width, fp, cache_dir if cache else None,
                                 flip, batch_size, num_workers, progress)
