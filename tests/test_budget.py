@@ -37,11 +37,22 @@ def test_planner_follows_the_speed_both_ways_within_the_cap():
     # epochs of 50 s: about 11 fit in the ~580 s left, one of them kept in reserve -> it grows
     assert 10 <= planner.after_epoch(1, [50.0]) <= 11
     assert "re-planned" in logs[-1]
-    assert planner.after_epoch(2, [50.0, 400.0]) == 2  # a slow epoch (a busy machine) shrinks it, never below done
-    assert planner.after_epoch(2, [50.0, 400.0]) == 2  # and a complete plan does not grow again
-    assert make_planner(num_epochs=8).after_epoch(3, [400.0, 5.0, 5.0]) == 3  # the slowest of the last three decides
+    assert planner.after_epoch(2, [50.0, 400.0]) == 3  # a slow epoch (a busy machine) shrinks it to what fits
+    assert planner.after_epoch(3, [50.0, 400.0, 5.0]) == 3  # and a complete plan does not grow again
+    assert make_planner(num_epochs=8).after_epoch(3, [400.0, 5.0, 5.0]) == 4  # the slowest of the last three decides
+    assert make_planner(num_epochs=8).after_epoch(3, [800.0, 5.0, 5.0]) == 3  # never below the epochs done
     assert make_planner(num_epochs=8).after_epoch(3, [5.0, 5.0, 5.0]) > 100  # a free machine: it grows
     assert make_planner(num_epochs=4, cap=6).after_epoch(1, [10.0]) == 6  # num_epochs caps it
+
+
+def test_planner_holds_its_plan_while_epoch_times_jitter():
+    planner = make_planner(num_epochs=None)
+    planner.budget = 100.0  # epochs of about 10 s: 9 fit with one in reserve
+    assert planner.after_epoch(1, [10.0]) == 9
+    planner.start -= 10.0 * 7  # seven more epochs done, the last ones 8 % slower than planned
+    assert planner.after_epoch(8, [10.0, 10.8, 10.8]) == 9  # the last epoch still fits: the plan holds
+    planner.start -= 10.8
+    assert planner.after_epoch(9, [10.8, 10.8, 10.8]) == 9
 
 
 def test_a_replanned_cosine_continues_without_a_jump():

@@ -5,9 +5,9 @@ Without a budget a run trains ``num_epochs`` epochs (40 when not given). With
 and plans how many epochs fit in ``M`` minutes, so that the warmup and the cosine decay end
 inside the budget instead of being cut off while the learning rate is still high. A given
 ``num_epochs`` is then an upper bound. After every epoch the plan is checked against the
-slowest of the last three epochs (validation included), keeping one such epoch in reserve,
-and corrected both ways: another
-process that starts or stops changes the speed. The schedule then continues its cosine from
+slowest of the last three epochs (validation included) and corrected both ways: another
+process that starts or stops changes the speed. It shrinks when the epochs left no longer
+fit, and grows only by what fits with one epoch in reserve, so jitter does not move it. The schedule then continues its cosine from
 the learning rate it had reached to the new end (:meth:`~reid_utils.engine.optim.LRSchedule.set_num_epochs`),
 so a correction never makes the learning rate jump. Every plan and correction is logged.
 
@@ -105,18 +105,25 @@ class EpochPlanner:
     def after_epoch(self, epochs_done: int, epoch_seconds: list[float]) -> int:
         """The corrected plan after ``epochs_done`` epochs that took ``epoch_seconds``.
 
-        The estimate is the slowest of the last three epochs, and one such epoch is kept in
-        reserve: a slow epoch near the end then shortens the plan while the cosine can still
-        reach its floor, instead of the budget cutting the run off. A plan that is complete
-        (its cosine at the floor) does not grow again.
+        The estimate is the slowest of the last three epochs. The plan shrinks only when the
+        epochs it has left no longer fit in the budget, and grows only by what fits with one
+        such epoch kept in reserve. The gap between the two keeps the plan steady while the
+        epoch times jitter by a few percent, so the cosine reaches its floor at the planned
+        end instead of being cut one epoch short. A plan that is complete (its cosine at the
+        floor) does not grow again.
         """
         if self.num_epochs is not None and epochs_done >= self.num_epochs:
             return self.num_epochs
         slowest = max(max(epoch_seconds[-3:]), 1e-6)  # the latest speed: another process may have started
-        remaining = self.budget - (time.monotonic() - self.start)
-        fit = epochs_done + epochs_that_fit(remaining - slowest, slowest)
-        planned = self.num_epochs or fit
-        new = max(self._bounded(fit), epochs_done)
+        fits = epochs_that_fit(self.budget - (time.monotonic() - self.start), slowest)
+        planned = self.num_epochs
+        if planned is None or epochs_done + fits - 1 > planned:
+            new = epochs_done + fits - 1
+        elif planned - epochs_done > fits:
+            new = epochs_done + fits
+        else:
+            new = planned
+        new = max(self._bounded(new), epochs_done)
         if new != planned:
             self.log(f"time budget: epochs take {epoch_seconds[-1]:.0f} s, re-planned to {new} epochs (was {planned})")
         self.num_epochs = new
