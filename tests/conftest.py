@@ -5,14 +5,22 @@
   sibling ``shared/data`` folder; tests using them skip cleanly when it is absent.
 * ``tiny_course_root`` / ``tiny_market_root``: small synthetic datasets written once per test
   session (fast: about 200 64x128 JPEG files each); ``tiny_sizes`` holds their sizes.
+* hypothesis is repeatable: the same examples every run (profile ``repeatable``), so CI
+  never fails on a draw it cannot reproduce; ``HYPOTHESIS_PROFILE=explore`` draws new ones.
 * torch runs with 2 threads at most (the development machine is shared); ``one_thread``
   drops to one for modules of tiny models.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -126,6 +126,21 @@ def test_fuzz_annotation_csv(valid_csv, work):
     check()
 
 
+def test_mat_that_crashes_scipys_reader_is_refused(tmp_path):
+    """One byte in a data tag (an unknown type) makes scipy's compiled reader crash the
+    interpreter (scipy 1.17): the reader runs in a child process, so it is a DataError here."""
+    import scipy.io
+
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"market_attribute": {"train": {"age": np.arange(10, dtype=np.uint8)}}})
+    valid = buffer.getvalue()
+    tag = (2).to_bytes(4, "little") + (10).to_bytes(4, "little")  # miUINT8, 10 bytes
+    at = valid.index(tag)
+    path = _write(tmp_path, "market_attribute.mat", valid[:at] + b"\x02\xfd" + valid[at + 2:])  # type 0xfd02
+    with pytest.raises(ReidError, match=r"market_attribute.mat: cannot read as a MATLAB .mat file \(.*\); is it damaged"):
+        read_market_attributes(path)
+
+
 def test_fuzz_market_mat(tiny_market_root, work):
     valid = (tiny_market_root / "market_attribute.mat").read_bytes()
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +35,32 @@ def _check_ranges(course: np.ndarray, describe_row: Callable[[int], str]) -> Non
         raise DataError(
             f"{describe_row(row)}: column {COURSE_COLUMNS[col]!r} has value {course[row, col]}, expected {expected}"
         )
+
+
+#: Reads a .mat file in a child process and pickles what scipy made of it to stdout.
+_LOADMAT = "import pickle, sys, scipy.io; pickle.dump(scipy.io.loadmat(sys.argv[1], simplify_cells=True), sys.stdout.buffer)"
+
+
+def _loadmat_isolated(mat_path: Path) -> dict:
+    """``scipy.io.loadmat(mat_path, simplify_cells=True)`` in a child process.
+
+    scipy's compiled MATLAB reader can crash the interpreter (a segmentation fault, no
+    exception) on a damaged file; the CI's fuzz test found one. The child takes the crash,
+    and the caller gets a :class:`DataError`. The file is read once per dataset, so the
+    second of process start-up is cheap.
+    """
+    child = subprocess.run([sys.executable, "-c", _LOADMAT, str(mat_path)], capture_output=True)
+    if child.returncode == 0:
+        return pickle.loads(child.stdout)  # written by the child above, not read from the file
+    if child.returncode < 0:
+        try:
+            why = f"the MATLAB reader crashed on it ({signal.Signals(-child.returncode).name})"
+        except ValueError:
+            why = f"the MATLAB reader was killed by signal {-child.returncode}"
+    else:
+        lines = child.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = lines[-1] if lines else f"the MATLAB reader exited with status {child.returncode}"
+    raise DataError(f"{mat_path}: cannot read as a MATLAB .mat file ({why}); is it damaged? download it again")
 
 
 #: Values beyond this cannot be an id or a label (and would not fit an int64 array).
@@ -138,15 +168,10 @@ def read_market_attributes(mat_path: str | os.PathLike) -> dict[str, dict[int, n
     file. Each split needs the 27 course fields (1xN) and ``image_index`` (1xN cell of
     4-digit person id strings); errors name the file, split, field and person id.
     """
-    import scipy.io  # deferred: only the Market layout needs scipy
-
     mat_path = Path(mat_path)
     if not mat_path.is_file():
         raise DataError(f"{mat_path}: attribute file is missing (expected {MARKET_MAT})")
-    try:
-        mat = scipy.io.loadmat(mat_path, simplify_cells=True)
-    except Exception as error:  # scipy raises several types for a bad file
-        raise DataError(f"{mat_path}: cannot read as a MATLAB .mat file ({error})") from None
+    mat = _loadmat_isolated(mat_path)
     top = mat.get("market_attribute")
     if not isinstance(top, dict):
         found = sorted(k for k in mat if not k.startswith("__"))
