@@ -159,7 +159,7 @@ result = export_submission(root, reid_checkpoint, submission, top_k=TOP_K, reran
                            fast_path=inference_fast_path(SMOKE), progress=not SMOKE)
 print(f"{result['num_test']} test images, {result['num_queries']} queries")
 for path in result["paths"].values():
-    print("wrote", Path(path).name)  # the folder is swapped as a whole: its real path changes every run
+    print("wrote", show_path(path))
 
 # %%
 # NBVAL_IGNORE_OUTPUT

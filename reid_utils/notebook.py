@@ -182,14 +182,18 @@ def figure_dir(out: str | os.PathLike) -> Path:
 
 
 def show_path(path: str | os.PathLike | None) -> str:
-    """``path`` relative to the repository root when inside it (``dataset/sample``), else as is."""
+    """``path`` relative to the repository root when inside it (``dataset/sample``), else as is.
+
+    Links are not followed: a swapped output folder (a link to its current version) shows
+    under its stable name, ``outputs/submission/reid_test.txt``.
+    """
     if path is None:
         return "None"
-    path = Path(path)
-    try:
-        return path.resolve().relative_to(repo_root().resolve()).as_posix()
-    except ValueError:
-        return str(path)
+    path = Path(os.path.abspath(path))
+    for root in (Path(os.path.abspath(repo_root())), repo_root().resolve()):
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return str(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,6 +139,9 @@ def test_paths_resolve_from_the_repository(tmp_path, monkeypatch):
     assert repo_root() == REPO_ROOT
     assert show_path(REPO_ROOT / "dataset" / "sample") == "dataset/sample"
     assert show_path(tmp_path / "x") == str(tmp_path / "x")
+    (tmp_path / ".submission.v-1").mkdir()
+    (tmp_path / "submission").symlink_to(".submission.v-1")  # a swapped folder keeps its stable name
+    assert show_path(tmp_path / "submission" / "reid_test.txt") == str(tmp_path / "submission" / "reid_test.txt")
     assert output_dir(tmp_path / "out") == tmp_path / "out" and (tmp_path / "out").is_dir()
     assert run_dir(tmp_path, "reid", "apr") == tmp_path / "reid" / "apr"
     with pytest.raises(ValueError, match="task must be one of"):
