@@ -5,7 +5,7 @@ Without a budget a run trains ``num_epochs`` epochs (40 when not given). With
 and plans how many epochs fit in ``M`` minutes, so that the warmup and the cosine decay end
 inside the budget instead of being cut off while the learning rate is still high. A given
 ``num_epochs`` is then an upper bound. After every epoch the plan is checked against the
-slowest of the last three epochs (validation included) and corrected both ways: another
+slowest of the last three epochs (validation and checkpoint writes included) and corrected both ways: another
 process that starts or stops changes the speed. It shrinks when the epochs left no longer
 fit, and grows only by what fits with one epoch in reserve, so jitter does not move it. The schedule then continues its cosine from
 the learning rate it had reached to the new end (:meth:`~reid_utils.engine.optim.LRSchedule.set_num_epochs`),
@@ -103,7 +103,8 @@ class EpochPlanner:
         return self.num_epochs
 
     def after_epoch(self, epochs_done: int, epoch_seconds: list[float]) -> int:
-        """The corrected plan after ``epochs_done`` epochs that took ``epoch_seconds``.
+        """The corrected plan after ``epochs_done`` epochs that took ``epoch_seconds``, each from
+        the previous epoch's end to its own (writing the checkpoints counts).
 
         The estimate is the slowest of the last three epochs. The plan shrinks only when the
         epochs it has left no longer fit in the budget, and grows only by what fits with one

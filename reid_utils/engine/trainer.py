@@ -135,24 +135,28 @@ class TrainingRun:
         self._setup(ckpt)
         if self.governor is not None:
             self.governor.update()
-        epoch_seconds: list[float] = []
+        # an epoch's cost for the budget: from one epoch's end to the next one's, so that saving
+        # the checkpoints (fsync'ed, tens of MB) counts, not only training and validation
+        cycle_seconds: list[float] = []
+        cycle_start = time.monotonic()
         epoch = self.start_epoch
         while epoch < self.num_epochs:  # a time-budgeted run plans num_epochs during epoch 1
             if self.stopped:
                 break
             epoch_start = time.monotonic()
             row = self._train_and_validate(epoch)
-            epoch_seconds.append(time.monotonic() - epoch_start)
-            row["epoch_seconds"] = epoch_seconds[-1]
+            row["epoch_seconds"] = time.monotonic() - epoch_start
             _append_row(self.history, row)
+            cycle_seconds.append(time.monotonic() - cycle_start)
+            cycle_start = time.monotonic()
             if self.planner is not None:
-                self._set_num_epochs(self.planner.after_epoch(epoch + 1, epoch_seconds),
+                self._set_num_epochs(self.planner.after_epoch(epoch + 1, cycle_seconds),
                                      at_step=(epoch + 1) * self.steps_per_epoch)
             if self.governor is not None:
                 self.governor.update()
             improved = self.early.update(row.get(cfg.early_stopping_metric) if self.has_val else None, epoch + 1)
             over_budget = bool(cfg.max_minutes) and (
-                time.monotonic() - start_time + float(np.mean(epoch_seconds)) > cfg.max_minutes * 60
+                time.monotonic() - start_time + float(np.mean(cycle_seconds)) > cfg.max_minutes * 60
             )
             self.stopped = broadcast_flag(self.early.should_stop or over_budget, info)
             if info.is_main:
