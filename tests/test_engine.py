@@ -11,7 +11,7 @@ import torch
 
 from reid_utils.config import MODEL_NAMES, TrainConfig
 from reid_utils.data import ReidDataset, build_transforms, load_dataset, make_split
-from reid_utils.engine import best_epoch, evaluate, main, train_one_epoch
+from reid_utils.engine import best_epoch, evaluate, main, runtime, train_one_epoch
 from reid_utils.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from reid_utils.engine.inference import CachedImages, extract
 from reid_utils.engine.optim import build_optimizer
@@ -41,7 +41,28 @@ def test_select_device_and_forcing():
         select_device("tpu")
 
 
-def test_cpu_fast_path_follows_the_cpu_flags():
+@pytest.mark.parametrize("cap, bf16", [({}, True), ({"ONEDNN_MAX_CPU_ISA": "avx2"}, False),
+                                        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, True),
+                                        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, False),
+                                        ({"ATEN_CPU_CAPABILITY": "avx2"}, False),
+                                        ({"ATEN_CPU_CAPABILITY": "avx512"}, True)])
+def test_a_kernel_cap_below_bf16_turns_cpu_bf16_off(monkeypatch, cap, bf16):
+    """A bf16 CPU whose kernels are capped at AVX2 (the notebook tests do it) emulates bf16,
+    several times slower than fp32: the fast path must then pick fp32."""
+    monkeypatch.setattr(runtime, "_cpuinfo_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in cap.items():
+        monkeypatch.setenv(name, value)
+    assert cpu_supports_bf16() is bf16
+    assert fast_path("cpu").autocast_dtype == (torch.bfloat16 if bf16 else None)
+    if not bf16:
+        assert "caps the kernels below bf16" in runtime.describe_precision("cpu")
+
+
+def test_cpu_fast_path_follows_the_cpu_flags(monkeypatch):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
     flags = _cpuinfo_flags()
     if flags:
         assert cpu_supports_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})

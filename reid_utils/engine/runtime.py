@@ -87,13 +87,37 @@ def _cpuinfo_flags() -> set[str] | None:
     return None
 
 
+#: oneDNN instruction-set caps (``ONEDNN_MAX_CPU_ISA``) below AVX512_CORE_BF16, the first with bf16.
+_ONEDNN_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                       "AVX512_CORE_VNNI"})
+
+
+def cpu_kernel_cap() -> str | None:
+    """The environment variable that keeps torch's CPU kernels below bf16, or None.
+
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` or ``ATEN_CPU_CAPABILITY=avx2`` (the notebook tests set both)
+    make a bf16-capable CPU compute bf16 by emulation, several times slower than fp32.
+    """
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(name, "").strip().upper()
+        if value in _ONEDNN_ISAS_WITHOUT_BF16:
+            return f"{name}={value}"
+    value = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if value in ("default", "avx2"):
+        return f"ATEN_CPU_CAPABILITY={value}"
+    return None
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU computes bf16 natively (so bf16 autocast is faster than fp32).
 
     Reads the Linux CPU flags (``avx512_bf16`` / ``amx_bf16`` on x86, ``bf16`` on ARM) where
     available, otherwise asks torch's own CPU capability checks. Never assumes: when neither
-    source answers, returns False.
+    source answers, returns False. False too when an environment variable caps the kernels
+    below bf16 (:func:`cpu_kernel_cap`).
     """
+    if cpu_kernel_cap() is not None:
+        return False
     flags = _cpuinfo_flags()
     if flags is not None and flags:
         return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
@@ -259,7 +283,10 @@ def describe_precision(device: torch.device | str | None = None) -> str:
         why = (f"compute capability {major}.{minor}: "
                + ("native bf16" if fp.precision == "bf16" else "no native bf16, so fp16 with a GradScaler"))
     elif device.type == "cpu":
-        why = "native bf16 in the CPU flags" if fp.precision == "bf16" else "no native bf16 on this CPU (bf16 would be emulated)"
+        cap = cpu_kernel_cap()
+        why = ("native bf16 in the CPU flags" if fp.precision == "bf16"
+               else f"{cap} caps the kernels below bf16" if cap
+               else "no native bf16 on this CPU (bf16 would be emulated)")
     else:
         why = "fp32 on this device"
     return f"{fp.precision} ({why})"
