@@ -5,11 +5,12 @@ Without a budget a run trains ``num_epochs`` epochs (40 when not given). With
 and plans how many epochs fit in ``M`` minutes, so that the warmup and the cosine decay end
 inside the budget instead of being cut off while the learning rate is still high. A given
 ``num_epochs`` is then an upper bound. After every epoch the plan is checked against the
-slowest of the last three epochs (validation and checkpoint writes included) and corrected both ways: another
-process that starts or stops changes the speed. It shrinks when the epochs left no longer
-fit, and grows only by what fits with one epoch in reserve, so jitter does not move it. The schedule then continues its cosine from
-the learning rate it had reached to the new end (:meth:`~reid_utils.engine.optim.LRSchedule.set_num_epochs`),
-so a correction never makes the learning rate jump. Every plan and correction is logged.
+slowest of the last three epochs (validation and checkpoint writes included) and corrected
+both ways: another process that starts or stops changes the speed. It shrinks when the
+epochs left no longer fit, and grows only by what fits with one epoch in reserve, so jitter
+does not move it. The schedule then continues its cosine from the learning rate it had
+reached to the new end (:meth:`~reid_utils.engine.optim.LRSchedule.set_num_epochs`), so a
+correction never makes the learning rate jump. Every plan and correction is logged.
 
 The arithmetic is in plain functions (:func:`epochs_that_fit`, :func:`estimate_epoch_seconds`)
 so that it can be tested without training anything.
