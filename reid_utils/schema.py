@@ -20,6 +20,7 @@ does this (checked in the tests); the binary form keeps such rows exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,22 +129,23 @@ def validate_course(course: np.ndarray, source: str = "attributes") -> np.ndarra
     if course.ndim != 2 or course.shape[1] != len(COURSE_COLUMNS):
         raise DataError(f"{source}: expected {len(COURSE_COLUMNS)} attribute columns, got shape {course.shape}")
     course = course.astype(np.int64)
-    bad = first_out_of_range(course)
-    if bad is not None:
-        row, col = bad
-        expected = "1-4" if col == 0 else "1 or 2"
-        raise DataError(
-            f"{source}: row {row} column {COURSE_COLUMNS[col]!r} has value {course[row, col]}, expected {expected}"
-        )
+    check_course_ranges(course, lambda row: f"{source}: row {row}")
     return course
 
 
-def first_out_of_range(course: np.ndarray) -> tuple[int, int] | None:
-    """(row, column) of the first course-form value outside 1-4 (age) or 1-2, or None."""
+def check_course_ranges(course: np.ndarray, where: Callable[[int], str], error: type[Exception] = DataError) -> None:
+    """Raise ``error`` at the first course-form value outside 1-4 (age) or 1-2 (the others).
+
+    ``where(row)`` opens the message (``"my.csv: row 3"``): the annotation files, attribute
+    arrays and the submission CSV share this one rule and one message.
+    """
     hi = np.full(len(COURSE_COLUMNS), 2)
     hi[0] = 4
     bad = (course < 1) | (course > hi)
-    return tuple(map(int, np.argwhere(bad)[0])) if bad.any() else None
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        expected = "1-4" if col == 0 else "1 (no) or 2 (yes)"
+        raise error(f"{where(row)} column {COURSE_COLUMNS[col]!r} has value {course[row, col]}, expected {expected}")
 
 
 def _colour_index(bits: np.ndarray) -> np.ndarray:

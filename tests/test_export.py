@@ -138,7 +138,7 @@ TABLE_CORRUPTIONS = {
     "unknown_name": "not a test image",
     "unsorted": "sorted",
     "bad_age": "expected 1-4",
-    "bad_binary": "expected 1 or 2",
+    "bad_binary": r"expected 1 \(no\) or 2 \(yes\)",
     "not_integer": "expected an integer",
     "missing_value": "expected an integer",
     "two_up_colours": "upper-body colours",

@@ -114,7 +114,7 @@ def test_validate_course_errors_name_row_and_column():
         validate_course(bad, source="my.csv")
     bad = good.copy()
     bad[1, 9] = 0
-    with pytest.raises(DataError, match=r"row 1 column 'gender' has value 0, expected 1 or 2"):
+    with pytest.raises(DataError, match=r"row 1 column 'gender' has value 0, expected 1 \(no\) or 2 \(yes\)"):
         validate_course(bad)
     with pytest.raises(DataError, match="27 attribute columns"):
         validate_course(good[:, :26])

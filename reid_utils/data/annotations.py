@@ -20,21 +20,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
-from ..schema import COURSE_COLUMNS, first_out_of_range
+from ..schema import COURSE_COLUMNS, check_course_ranges
 
 COURSE_CSV = "annotations_train.csv"
 MARKET_MAT = "market_attribute.mat"
-
-
-def _check_ranges(course: np.ndarray, describe_row: Callable[[int], str]) -> None:
-    """Raise on the first value outside 1-4 (age) or 1-2 (other columns)."""
-    bad = first_out_of_range(course)
-    if bad is not None:
-        row, col = bad
-        expected = "1-4" if col == 0 else "1 (no) or 2 (yes)"
-        raise DataError(
-            f"{describe_row(row)}: column {COURSE_COLUMNS[col]!r} has value {course[row, col]}, expected {expected}"
-        )
 
 
 #: Reads a .mat file in a child process and pickles what scipy made of it to stdout.
@@ -152,7 +141,7 @@ def read_course_annotations(csv_path: str | os.PathLike) -> dict[int, tuple[int,
     if (pids < 1).any():
         i = int(np.flatnonzero(pids < 1)[0])
         raise DataError(f"{csv_path} line {lines[i]}: id {pids[i]} is not a person id, expected a positive integer")
-    _check_ranges(course, lambda i: f"{csv_path} line {lines[i]} (id {pids[i]})")
+    check_course_ranges(course, lambda i: f"{csv_path} line {lines[i]} (id {pids[i]}):")
     annotations: dict[int, tuple[int, np.ndarray]] = {}
     for line, pid, row in zip(lines, pids.tolist(), course):
         if pid in annotations:
@@ -211,7 +200,7 @@ def read_market_attributes(mat_path: str | os.PathLike) -> dict[str, dict[int, n
             columns.append(_integer_column(
                 column, lambda i, name=name: f"{mat_path}: market_attribute.{split}.{name}[{i}] (person {ids[i]})"))
         course = np.stack(columns, axis=1)
-        _check_ranges(course, lambda i: f"{mat_path}: market_attribute.{split} person {ids[i]}")
+        check_course_ranges(course, lambda i: f"{mat_path}: market_attribute.{split} person {ids[i]}:")
         duplicated = sorted({p for p in pids if pids.count(p) > 1}) if len(set(pids)) != len(pids) else []
         if duplicated:
             raise DataError(f"{mat_path}: market_attribute.{split}: person id {duplicated[0]:04d} appears more than once")

@@ -38,7 +38,7 @@ from ..errors import ExportError
 from ..io import atomic_open
 from ..metrics.rerank import rerank_distance
 from ..metrics.retrieval import compute_distance, rank_gallery
-from ..schema import COURSE_COLUMNS, first_out_of_range, groups_to_course, predict_groups
+from ..schema import COURSE_COLUMNS, check_course_ranges, groups_to_course, predict_groups
 from .manifest import MANIFEST_FILE, build_manifest, checkpoint_entry, manifest_bytes
 from .swap import check_replaceable, replace_folder
 from .threshold import cut_at_threshold, parse_threshold, pick_threshold, validation_distances
@@ -110,14 +110,7 @@ def validate_classification(df: pd.DataFrame, expected_names: Iterable[str],
             f"{values.iat[row, col]!r}, expected an integer"
         )
     course = numeric.astype(np.int64)
-    bad = first_out_of_range(course)
-    if bad is not None:
-        row, col = bad
-        allowed = "1-4" if col == 0 else "1 or 2"
-        raise ExportError(
-            f"{source}: row {row + 1} ({ids[row]}) column {COURSE_COLUMNS[col]!r} has value "
-            f"{course[row, col]}, expected {allowed}"
-        )
+    check_course_ranges(course, lambda row: f"{source}: row {row + 1} ({ids[row]})", ExportError)
     for part, cols in (("upper", slice(10, 18)), ("lower", slice(18, 27))):
         marked = (course[:, cols] == 2).sum(axis=1)
         if (marked > 1).any():
