@@ -42,12 +42,12 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
-from typing import Callable, Iterable, Iterator
 
 from ..errors import ExportError, OutputError
 from ..io import check_output_path, ensure_dir, fsync_dir, output_error
@@ -114,9 +114,13 @@ def recover(out: str | os.PathLike) -> Path | None:
     return out.resolve() if out.exists() else None
 
 
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
 def _remove_stale_lock(out: Path) -> None:
     """Delete ``.NAME.lock`` when no export holds it (a killed export cannot delete its own)."""
-    path = out.parent / f".{out.name}.lock"
+    path = _lock_path(out)
     if fcntl is None or not path.exists():
         return
     with contextlib.suppress(OSError), open(path, "a") as handle:
@@ -178,7 +182,7 @@ def _exclusive(out: Path) -> Iterator[None]:
     if fcntl is None:
         yield
         return
-    path = out.parent / f".{out.name}.lock"
+    path = _lock_path(out)
     try:
         handle = open(path, "a")
     except OSError as error:
