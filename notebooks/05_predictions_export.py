@@ -127,7 +127,8 @@ REID_CHECKPOINT = None       # None: the best re-ID model of notebook 03 (valida
 ATTRIBUTE_CHECKPOINT = None  # None: the model with the best validation attribute accuracy (notebooks 02 and 03)
 SUBMISSION_DIR = None # None: OUTPUT_DIR/submission
 TOP_K = 100           # test images listed per query
-RERANK = False        # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) before taking the top-k
+RERANK = "auto"       # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) before the top-k: True, False, or "auto":
+                      # on where it raises the course mAP on the re-ID checkpoint's validation split (a refit: on)
 
 # %% [markdown]
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.
@@ -164,6 +165,8 @@ for path in result["paths"].values():
 # %%
 # NBVAL_IGNORE_OUTPUT
 print(f"{result['images_per_second']:.0f} images/s ({result['fast_path']})")
+print(f"re-ranking {'on' if result['rerank'] else 'off'}"
+      + (f": {result['rerank_choice']['reason']}" if result["rerank_choice"] else " (RERANK)"))
 print(", ".join(f"{step} {seconds:.1f} s" for step, seconds in result["timings"].items()))
 
 # %% [markdown]

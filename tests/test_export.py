@@ -385,8 +385,8 @@ def _check_files(out_dir, root, top_k):
 def sample_export(tiny_course_root, tiny_checkpoint, tmp_path_factory, fp32):
     """One export of the tiny sample, shared by the tests below (top_k=100 > 75 test images)."""
     out = tmp_path_factory.mktemp("sample_export")
-    return out, export.export_submission(tiny_course_root, tiny_checkpoint, out, top_k=100, fast_path=fp32,
-                                         num_workers=0)
+    return out, export.export_submission(tiny_course_root, tiny_checkpoint, out, top_k=100, rerank=False,
+                                         fast_path=fp32, num_workers=0)
 
 
 def test_export_submission_on_sample(tiny_course_root, sample_export):
@@ -468,7 +468,7 @@ def test_cli_export_and_bad_input(tiny_course_root, tiny_checkpoint, tmp_path, c
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_export_on_real_course_data(course_data, tmp_path):
-    """The real course release: 19,679 test rows and 2,248 query lines (an untrained model).
+    """The real course release: 19,679 test rows and 2,248 query lines (an untrained model), re-ranked.
 
     Timings (see benchmarks/) are printed, not asserted.
     """
@@ -477,8 +477,8 @@ def test_export_on_real_course_data(course_data, tmp_path):
     # the format at full scale is what is tested, not the model: the cheapest input, no flip
     ckpt = _untrained_checkpoint(tmp_path / "best.pt", 64, 32, num_ids=600)
     start = time.perf_counter()
-    result = export.export_submission(course_data, ckpt, tmp_path / "out", top_k=100, flip=False,
-                                      fast_path=fast_path("cpu"))
+    result = export.export_submission(course_data, ckpt, tmp_path / "out", top_k=100, flip=False, rerank=True,
+                                      fast_path=fast_path("cpu"))  # re-ranked at full size, as the default does
     print(f"real export: {time.perf_counter() - start:.0f} s, {result['timings']}")
     table, lines, _, _ = _check_files(tmp_path / "out", course_data, 100)
     assert len(table) == 19_679

@@ -220,7 +220,7 @@ def fp32():
 
 def test_two_checkpoints_attributes_from_one_rankings_from_the_other(tiny_course_root, checkpoints, fp32,
                                                                       tmp_path):
-    common = dict(top_k=10, fast_path=fp32, num_workers=0)
+    common = dict(top_k=10, rerank=False, fast_path=fp32, num_workers=0)
     only_a = export_submission(tiny_course_root, checkpoints["a"], tmp_path / "a", **common)
     only_b = export_submission(tiny_course_root, checkpoints["b"], tmp_path / "b", **common)
     both = export_submission(tiny_course_root, checkpoints["a"], tmp_path / "ab",
@@ -236,7 +236,8 @@ def test_two_checkpoints_attributes_from_one_rankings_from_the_other(tiny_course
     assert manifest["checkpoints"]["attribute"]["path"] == str(checkpoints["b"].resolve())
     assert manifest["checkpoints"]["attribute"]["model"] == "apr"
     assert manifest["checkpoints"]["reid"]["tensor_digest"] != manifest["checkpoints"]["attribute"]["tensor_digest"]
-    assert manifest["settings"] == {"top_k": 10, "rerank": False, "flip": True, "metric": "cosine", "threshold": None}
+    assert manifest["settings"] == {"top_k": 10, "rerank": False, "rerank_choice": None, "flip": True,
+                                    "metric": "cosine", "threshold": None}
     one = check_submission(tmp_path / "a")["checkpoints"]
     assert one["reid"] == one["attribute"] and both["manifest"]["num_test"] == only_a["num_test"] == only_b["num_test"]
 
@@ -261,10 +262,9 @@ def test_threshold_cuts_lists_and_the_validator_and_scorer_accept_them(tiny_cour
              for records in (index.query, index.test)]
     nearest = compute_distance(*feats, metric="cosine").sort(dim=1).values  # (Q, G)
     threshold = float(nearest[:, 9].median())  # about half the queries keep more than 10 images
-    fixed = export_submission(tiny_course_root, checkpoints["a"], tmp_path / "fixed", top_k=20, fast_path=fp32,
-                              num_workers=0)
-    cut = export_submission(tiny_course_root, checkpoints["a"], tmp_path / "cut", top_k=20, fast_path=fp32,
-                            num_workers=0, threshold=threshold)
+    common = dict(top_k=20, rerank=False, fast_path=fp32, num_workers=0)  # the threshold is a plain distance
+    fixed = export_submission(tiny_course_root, checkpoints["a"], tmp_path / "fixed", **common)
+    cut = export_submission(tiny_course_root, checkpoints["a"], tmp_path / "cut", threshold=threshold, **common)
     fixed_lines, cut_lines = read_reid_txt(fixed["paths"]["reid"]), read_reid_txt(cut["paths"]["reid"])
     lengths = [len(r) for _, r in cut_lines]
     assert min(lengths) >= 1 and max(lengths) <= 20 and len(set(lengths)) > 1  # variable, never empty

@@ -7,7 +7,8 @@ digests that tie its two files together.
      "files": {"classification_test.csv": {"sha256": ..., "bytes": ...}, "reid_test.txt": {...}},
      "checkpoints": {"reid": {"path", "sha256", "tensor_digest", "model", "epoch"},
                      "attribute": {...}},            # the same entry twice for a one-model export
-     "settings": {"top_k", "rerank", "flip", "metric", "threshold"}, "dataset": ..., ...}
+     "settings": {"top_k", "rerank", "rerank_choice", "flip", "metric", "threshold"},
+     "dataset": ..., ...}                            # rerank_choice: how rerank="auto" decided
 
 :func:`check_submission` re-hashes the two files and raises when either differs from the
 manifest, e.g. when one of them was copied in by hand from another export.

@@ -41,6 +41,7 @@ from ..metrics.retrieval import compute_distance, rank_gallery
 from ..schema import COURSE_COLUMNS, check_course_ranges, groups_to_course, predict_groups
 from .manifest import MANIFEST_FILE, build_manifest, checkpoint_entry, manifest_bytes
 from .swap import check_replaceable, replace_folder
+from .rerank_choice import choose_rerank, parse_rerank
 from .threshold import cut_at_threshold, parse_threshold, pick_threshold, validation_distances
 
 CLASSIFICATION_FILE = "classification_test.csv"
@@ -283,7 +284,7 @@ def export_submission(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
     top_k: int = 100,
-    rerank: bool = False,
+    rerank: bool | str = "auto",
     flip: bool = True,
     batch_size: int = 256,
     fast_path=None,
@@ -299,8 +300,8 @@ def export_submission(
     (``bounding_box_test/`` + ``query/``). Steps: rebuild the model(s); extract flip-averaged
     embeddings of every query and test image with the re-ID model ``checkpoint`` and attribute
     logits of the test images with ``attribute_checkpoint`` (batched,
-    :func:`reid_utils.engine.inference.extract`); ``metric`` distances (optionally k-reciprocal
-    re-ranking, k1=20, k2=6, lambda=0.3); the ``top_k`` nearest test images per query, cut at
+    :func:`reid_utils.engine.inference.extract`); ``metric`` distances, k-reciprocal re-ranked
+    (k1=20, k2=6, lambda=0.3) where it helps; the ``top_k`` nearest test images per query, cut at
     ``threshold`` if given; attribute predictions; validate both files, then replace
     ``out_dir`` as a whole (:mod:`reid_utils.export.swap`).
 
@@ -310,6 +311,9 @@ def export_submission(
         out_dir: the submission folder; missing, or holding only a previous submission.
         fast_path: a :class:`reid_utils.engine.runtime.FastPath` (None: the automatic one for the best device).
         attribute_checkpoint: the attribute model's ``.pt`` file (None: ``checkpoint``).
+        rerank: True, False, or ``"auto"``: on where it raises the course mAP of the top-k lists
+            on the re-ID checkpoint's validation split, and on for a checkpoint without one (a
+            refit); see :mod:`reid_utils.export.rerank_choice`.
         threshold: None (fixed top-k lists), a distance, or ``"auto"`` (chosen on the re-ID
             checkpoint's validation split; see :mod:`reid_utils.export.threshold`).
 
@@ -321,6 +325,7 @@ def export_submission(
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or int(top_k) < 1:
         raise ExportError(f"top_k={top_k!r}, expected a positive number of results per query")
     threshold = parse_threshold(threshold)
+    rerank = parse_rerank(rerank)
     check_replaceable(out_dir, SUBMISSION_FILES)  # fail before the slow part, not after it
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -349,6 +354,13 @@ def export_submission(
         source = attribute_checkpoint if separate else checkpoint
         raise ExportError(f"{source}: the model predicts no attributes; classification_test.csv needs them")
 
+    val_features, rerank_record = None, None
+    if rerank == "auto":
+        clock = time.perf_counter()
+        rerank, rerank_record, val_features = choose_rerank(model, checkpoint, ckpt, index, fp, flip=flip, metric=metric,
+                                                            top_k=top_k, batch_size=batch_size, num_workers=num_workers)
+        timings["rerank_choice"] = time.perf_counter() - clock
+
     clock = time.perf_counter()
     if rerank:
         distmat = rerank_distance(query["embeddings"], gallery["embeddings"], metric=metric)
@@ -361,7 +373,7 @@ def export_submission(
     if threshold == "auto":
         clock = time.perf_counter()
         val = validation_distances(model, checkpoint, ckpt, index, fp, flip=flip, metric=metric, rerank=rerank,
-                                   batch_size=batch_size, num_workers=num_workers)
+                                   batch_size=batch_size, num_workers=num_workers, features=val_features)
         threshold, chosen_on = pick_threshold(val["distmat"], val["q_pids"], val["g_pids"]), val["described"]
         timings["threshold"] = time.perf_counter() - clock
 
@@ -383,8 +395,8 @@ def export_submission(
     files = {CLASSIFICATION_FILE: classification_csv_text(table).encode("utf-8"),
              REID_FILE: reid_txt_text(ordered).encode("utf-8")}
     mean_results = float(np.mean([len(row) for row in lists]))
-    settings = {"top_k": int(top_k), "rerank": bool(rerank), "flip": bool(flip), "metric": metric,
-                "threshold": None if threshold is None else {"value": float(threshold), "chosen_on": chosen_on,
+    settings = {"top_k": int(top_k), "rerank": bool(rerank), "rerank_choice": rerank_record, "flip": bool(flip),
+                "metric": metric, "threshold": None if threshold is None else {"value": float(threshold), "chosen_on": chosen_on,
                                                               "min_results": 1, "mean_results": mean_results}}
     manifest = build_manifest(
         files, {"reid": checkpoint_entry(checkpoint, ckpt),
@@ -410,6 +422,8 @@ def export_submission(
         "num_queries": len(q_names),
         "images_per_second": len(records) / max(timings["extract"], 1e-9),
         "fast_path": fp.describe(),
+        "rerank": bool(rerank),
+        "rerank_choice": rerank_record,
         "threshold": None if threshold is None else float(threshold),
         "mean_results": mean_results,
         "manifest": manifest,

@@ -94,26 +94,49 @@ def course_map(lists: Sequence[np.ndarray], q_pids, g_pids) -> float:
     return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
 
 
-def validation_distances(model, checkpoint: str | os.PathLike, ckpt: dict, index, fast_path, *, flip: bool = True,
-                         metric: str = "cosine", rerank: bool = False, batch_size: int = 256,
-                         num_workers: int | None = None, split_file=None) -> dict:
-    """``{"distmat" (Q, G), "q_pids", "g_pids", "described"}`` of the checkpoint's validation
-    split, computed as the export computes test distances."""
+def validation_features(model, checkpoint: str | os.PathLike, ckpt: dict, index, fast_path, *, flip: bool = True,
+                        batch_size: int = 256, num_workers: int | None = None, split_file=None,
+                        purpose: str = "threshold='auto'") -> dict:
+    """``{"query", "gallery", "described"}``: the features (:func:`~reid_utils.engine.inference.split_features`)
+    of the checkpoint's validation split, extracted as the export extracts the test images.
+
+    Raises ExportError, saying that ``purpose`` needs the split, when the checkpoint has none
+    that fits ``index`` (no validation queries, a split of another dataset, ...).
+    """
     try:
         split, described = validation_split(checkpoint, ckpt, index, split_file)
-    except ReidError as error:  # no validation queries, a split of another dataset ...: say why "auto" fails
-        raise ExportError(f"threshold='auto' needs the checkpoint's validation split: {error}; pass a number") from None
+    except ReidError as error:
+        raise ExportError(f"{purpose} needs the checkpoint's validation split: {error}") from None
     height, width = input_size(ckpt)
     records = list(split.val_query) + list(split.val_gallery)
     feats = extract(model, records, fast_path, batch_size=batch_size, flip=flip, height=height, width=width,
                     num_workers=num_workers)
     query, gallery = split_features(feats, [len(split.val_query), len(split.val_gallery)])
-    if rerank:
-        distmat = rerank_distance(query["embeddings"], gallery["embeddings"], metric=metric)
-    else:
-        distmat = compute_distance(query["embeddings"], gallery["embeddings"], metric=metric)
+    return {"query": query, "gallery": gallery, "described": described}
+
+
+def validation_distances(model, checkpoint: str | os.PathLike, ckpt: dict, index, fast_path, *, flip: bool = True,
+                         metric: str = "cosine", rerank: bool = False, batch_size: int = 256,
+                         num_workers: int | None = None, split_file=None, features: dict | None = None) -> dict:
+    """``{"distmat" (Q, G), "q_pids", "g_pids", "described"}`` of the checkpoint's validation
+    split, computed as the export computes test distances (``features``: those of
+    :func:`validation_features`, when already extracted)."""
+    if features is None:
+        try:
+            features = validation_features(model, checkpoint, ckpt, index, fast_path, flip=flip, batch_size=batch_size,
+                                           num_workers=num_workers, split_file=split_file)
+        except ExportError as error:
+            raise ExportError(f"{error}; pass a number") from None
+    return feature_distances(features, metric=metric, rerank=rerank)
+
+
+def feature_distances(features: dict, *, metric: str = "cosine", rerank: bool = False) -> dict:
+    """:func:`validation_distances` of already extracted :func:`validation_features`."""
+    query, gallery = features["query"], features["gallery"]
+    distances = rerank_distance if rerank else compute_distance
+    distmat = distances(query["embeddings"], gallery["embeddings"], metric=metric)
     return {"distmat": torch.as_tensor(distmat, dtype=torch.float32), "q_pids": query["pids"],
-            "g_pids": gallery["pids"], "described": described}
+            "g_pids": gallery["pids"], "described": features["described"]}
 
 
 def pick_threshold(distmat, q_pids, g_pids) -> float:
