@@ -90,8 +90,8 @@ print(versions())
 
 # %%
 from reid_utils.data import load_dataset, load_split
-from reid_utils.engine import best_epoch, main
-from reid_utils.evaluation import reid_table
+from reid_utils.engine import best_epoch, main, refit, refit_dir
+from reid_utils.evaluation import best_checkpoint, reid_table
 from reid_utils.metrics import random_ranking_map
 from reid_utils.notebook import (
     data_root,
@@ -113,6 +113,7 @@ OUTPUT_DIR = None     # None: <repo>/outputs; on Colab e.g. "/content/drive/MyDr
 USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
 RESUME = True         # continue an interrupted run from OUTPUT_DIR/reid/<model>/last.pt
 MODELS = ["apr"]      # add "resnet50", "convhead", "self_attention", "la_transformer" to compare
+REFIT = True          # then train the best model again on every identity: notebook 05 exports that refit
 
 GPU = gpu_available()  # a CUDA GPU; the defaults below follow it
 PARAMS = dict(        # TrainConfig fields for every model (they win over a model's own defaults)
@@ -213,6 +214,24 @@ split = load_split(out / "split.json", load_dataset(root))
 chance = random_ranking_map([r.pid for r in split.val_query], [r.pid for r in split.val_gallery], protocol="course")
 for name, row in best.items():
     assert row["course_mAP"] > 1.5 * chance, f"{name}: course mAP {row['course_mAP']:.3f} is not above chance {chance:.3f}"
+
+# %% [markdown]
+# ## The final fit, on every identity
+#
+# Validation held a quarter of the identities out to choose the model and its length. The
+# model that writes the submission should see all of them, a third more people: the model
+# with the best validation mAP is trained again with `val_fraction=0` for the epochs that
+# validated best (at most; `max_minutes` still holds), into `OUTPUT_DIR/reid/<model>_all_ids/`.
+# Notebook 05 exports that refit when it exists; its validation numbers are those above
+# (it has no held-out identities of its own). `REFIT = False` skips it (half the time).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if REFIT:
+    chosen = best_checkpoint({name: run_dir(out, "reid", name) / "best.pt" for name in histories}, "mAP")
+    refit(run_dir(out, "reid", chosen), model=chosen, data_root=str(root), resume=RESUME,
+          **{**PARAMS, **PER_MODEL.get(chosen, {})})
+    print(chosen, "refit on every identity ->", show_path(refit_dir(run_dir(out, "reid", chosen)) / "best.pt"))
 
 # %% [markdown]
 # Next: `04_evaluation.ipynb` evaluates these checkpoints (flip averaging, re-ranking, figures); `05_predictions_export.ipynb` writes the submission.

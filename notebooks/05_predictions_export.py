@@ -18,11 +18,10 @@
 # --checkpoint outputs/reid/apr/best.pt --attribute-checkpoint outputs/attribute/alm/best.pt
 # --out outputs/submission`.
 #
-# **For the real submission, refit on every identity first.** Notebooks 02 and 03 hold a
-# quarter of the training identities out to validate; once validation has chosen the recipe,
-# train it again on all of them (`val_fraction=0`, the same `max_minutes`, or the `num_epochs`
-# the validated run planned) and point `REID_CHECKPOINT` / `ATTRIBUTE_CHECKPOINT` at those
-# checkpoints: the model then knows a third more people.
+# **The rankings come from the refit on every identity** when notebook 03 made one
+# (`REFIT = True`, its default): the best re-ID model trained again on all training
+# identities, a third more people than the validated run saw. Without a refit, from the
+# validated model. Re-ranking is on where it raised the validation course mAP (`RERANK`).
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/05_predictions_export.ipynb)
 #
@@ -113,6 +112,7 @@ from reid_utils.notebook import (
     inference_fast_path,
     mount_drive,
     output_dir,
+    refit_of,
     show_path,
     smoke_checkpoints,
     smoke_mode,
@@ -123,7 +123,7 @@ SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): the tiny checkpoint
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample; the folder with test/ and queries/
 OUTPUT_DIR = None     # None: <repo>/outputs; the OUTPUT_DIR of notebooks 02 and 03
 USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
-REID_CHECKPOINT = None       # None: the best re-ID model of notebook 03 (validation mAP); writes reid_test.txt
+REID_CHECKPOINT = None       # None: the refit of notebook 03's best re-ID model (validation mAP), else that model
 ATTRIBUTE_CHECKPOINT = None  # None: the model with the best validation attribute accuracy (notebooks 02 and 03)
 SUBMISSION_DIR = None # None: OUTPUT_DIR/submission
 TOP_K = 100           # test images listed per query
@@ -144,7 +144,8 @@ out = output_dir(OUTPUT_DIR, smoke=SMOKE)
 if SMOKE:  # the tests may run this notebook alone: train the tiny checkpoint if missing
     smoke_checkpoints(out, root)
 found = find_checkpoints(out)  # {"attribute/alm": best.pt, ..., "reid/apr": best.pt}
-reid_checkpoint = REID_CHECKPOINT or found[best_checkpoint({k: v for k, v in found.items() if k.startswith("reid/")}, "mAP")]
+validated = found[best_checkpoint({k: v for k, v in found.items() if k.startswith("reid/")}, "mAP")]
+reid_checkpoint = REID_CHECKPOINT or refit_of(validated) or validated
 attribute_checkpoint = ATTRIBUTE_CHECKPOINT or found[best_checkpoint(found, "attribute_accuracy")]
 submission = SUBMISSION_DIR or out / "submission"
 print("data:                 ", show_path(root))

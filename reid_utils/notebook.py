@@ -1,7 +1,7 @@
 """Conveniences for the notebooks in ``notebooks/`` (the library itself never needs them).
 
 * Where things are: :func:`repo_root`, :func:`data_root`, :func:`output_dir`, :func:`run_dir`,
-  :func:`find_checkpoints`, :func:`figure_dir`, :func:`show_path`.
+  :func:`find_checkpoints`, :func:`refit_of`, :func:`figure_dir`, :func:`show_path`.
 * The environment: :func:`smoke_mode` (``REID_SMOKE=1``, set by the notebook tests),
   :func:`in_colab`, :func:`gpu_available`, :func:`mount_drive`, :func:`versions`,
   :func:`inference_fast_path`.
@@ -17,6 +17,7 @@ Output folder layout shared by the notebooks (``OUTPUT_DIR``, default ``<repo>/o
     split.json                     notebook 01: the identity-disjoint train/validation split
     attribute/<model>/best.pt      notebook 02 (also last.pt, history.json, curves.png)
     reid/<model>/best.pt           notebook 03
+    reid/<model>_all_ids/best.pt   notebook 03: its refit on every identity (notebook 05 exports it)
     figures/                       notebook 04
     submission/                    notebook 05: classification_test.csv, reid_test.txt
 """
@@ -37,7 +38,7 @@ import torchvision
 
 from . import __version__
 from .data import ENV_VAR, extract_zip, format_summary, resolve_data_root
-from .engine import main
+from .engine import is_refit, main, refit, refit_dir
 from .engine.runtime import describe_precision, fast_path, select_device
 from .io import repo_root as package_checkout
 from .models import MODEL_NAMES
@@ -134,13 +135,14 @@ def run_dir(out: str | os.PathLike, task: str, model: str) -> Path:
 
 def find_checkpoints(out: str | os.PathLike) -> dict[str, Path]:
     """Every ``out/<task>/<model>/best.pt``, as ``{"<task>/<model>": path}``: attribute models
-    first, then re-ID models, each in registry order (unknown names last, sorted).
+    first, then re-ID models, each in registry order (unknown names last, sorted). Refits
+    (``<model>_all_ids``, no validation split to evaluate on) are left out: :func:`refit_of`.
 
     Raises FileNotFoundError, saying where it looked, when there is none.
     """
     found = {}
     for task in TASKS:
-        paths = {p.parent.name: p for p in sorted(Path(out, task).glob("*/best.pt"))}
+        paths = {p.parent.name: p for p in sorted(Path(out, task).glob("*/best.pt")) if not is_refit(p.parent)}
         order = [m for m in MODEL_NAMES if m in paths] + sorted(set(paths) - set(MODEL_NAMES))
         found.update({f"{task}/{model}": paths[model] for model in order})
     if not found:
@@ -151,9 +153,20 @@ def find_checkpoints(out: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
+def refit_of(checkpoint: str | os.PathLike) -> Path | None:
+    """The refit on every identity (:func:`reid_utils.engine.refit`) of the run that wrote
+    ``checkpoint``: ``reid/apr/best.pt`` -> ``reid/apr_all_ids/best.pt``. None when there is
+    none, or when it is older than ``checkpoint`` (the refit of an earlier recipe)."""
+    path = refit_dir(Path(checkpoint).parent) / "best.pt"
+    if not path.is_file() or path.stat().st_mtime < Path(checkpoint).stat().st_mtime:
+        return None
+    return path
+
+
 def smoke_checkpoints(out: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, Path]:
     """The checkpoints of :data:`DEFAULT_RUNS` under ``out`` (as :func:`find_checkpoints` names
-    them), training any that is missing with ``main(smoke=True)`` (a few seconds each).
+    them), training any that is missing with ``main(smoke=True)`` (a few seconds each), and the
+    refits of the re-ID ones, as notebook 03 leaves them.
 
     For smoke mode only: notebooks 04 and 05 then run on their own, and always on the same set
     and with the same output (warnings and other stderr of these runs are swallowed; errors
@@ -168,6 +181,10 @@ def smoke_checkpoints(out: str | os.PathLike, root: str | os.PathLike | None = N
                     warnings.simplefilter("ignore")
                     main(model=model, smoke=True, data_root=None if root is None else str(root),
                          out_dir=str(folder), split_file=str(Path(out) / "split.json"))
+            if task == "reid" and refit_of(folder / "best.pt") is None:
+                with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    refit(folder, model=model, smoke=True, data_root=None if root is None else str(root))
             found[f"{task}/{model}"] = folder / "best.pt"
     return found
 

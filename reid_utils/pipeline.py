@@ -25,7 +25,7 @@ from PIL import Image
 
 from .data import load_dataset, make_split, resolve_data_root, save_split
 from .data.inspect import format_summary, summarize
-from .engine import best_epoch, main as train_main
+from .engine import main as train_main, refit as refit_run, refit_dir
 from .engine.checkpoint import load_checkpoint
 from .evaluation import best_checkpoint, evaluate_checkpoint, format_result, score_submission, to_jsonable
 from .export import export_submission
@@ -98,11 +98,8 @@ def run_pipeline(out_dir: str | os.PathLike = "outputs", data_root: str | os.Pat
 
     if refit and not smoke:
         recipe = reid_run or SAMPLE_REID_RUN
-        best = best_epoch(load_checkpoint(runs["reid"])["history"])  # validation chose the length
-        refit_dir = out_dir / "reid" / f"{recipe['model']}_all_ids"
-        _log(f"refitting {recipe['model']} on every training identity for {int(best['epoch'])} epochs -> {refit_dir}")
-        train_main(out_dir=str(refit_dir), **{**recipe, **common, "split_file": None, "val_fraction": 0.0,
-                                                "num_epochs": int(best["epoch"])})
+        _log(f"refitting {recipe['model']} on every training identity -> {refit_dir(runs['reid'].parent)}")
+        refit_run(runs["reid"].parent, **recipe, **common)  # for the epochs validation chose
         stages["refit_reid"], lap = time.perf_counter() - lap, time.perf_counter()
 
     _log("evaluating on the validation split")
@@ -124,7 +121,7 @@ def run_pipeline(out_dir: str | os.PathLike = "outputs", data_root: str | os.Pat
     # the CSV from whichever model validated best on attributes, the rankings from the re-ID model
     attribute_source = best_checkpoint(runs, "attribute_accuracy")
     _log(f"exporting the course deliverables: attributes from the {attribute_source} model, rankings from the reid model")
-    reid_source = refit_dir / "best.pt" if refit and not smoke else runs["reid"]
+    reid_source = refit_dir(runs["reid"].parent) / "best.pt" if refit and not smoke else runs["reid"]
     rerank = not smoke and rerank_helped(results["reid"])  # decided on the validated run, not on the refit
     _log(f"re-ranking {'on' if rerank else 'off'} "
          f"({'smoke run' if smoke else 'course mAP with and without it, on the validated re-ID run'})")

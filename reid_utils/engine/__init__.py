@@ -12,6 +12,7 @@ module          what it holds
 ``checkpoint``  atomic, resumable, digest-checked checkpoints; :func:`load_model_from_checkpoint`
 ``runtime``     device, precision (the fast path), torchrun
 ``inference``   batched feature extraction with flip averaging
+``refit``       :func:`refit`: a validated recipe trained again on every identity
 ==============  ===================================================================
 
 ::
@@ -24,6 +25,7 @@ from .inference import CachedImages, extract, split_features
 from .loop import LOSS_PARTS, best_epoch, evaluate, train_one_epoch
 from .runtime import FastPath, fast_path, select_device
 from .trainer import fit, main
+from .refit import is_refit, refit, refit_dir
 
 __all__ = [
     "LOSS_PARTS",
@@ -35,9 +37,12 @@ __all__ = [
     "fast_path",
     "fit",
     "input_size",
+    "is_refit",
     "load_checkpoint",
     "load_model_from_checkpoint",
     "main",
+    "refit",
+    "refit_dir",
     "save_checkpoint",
     "select_device",
     "split_features",

@@ -1,6 +1,7 @@
 """Exporting predictions: the course deliverables (:mod:`.submission`), replaced as a pair
-(:mod:`.swap`) with a manifest (:mod:`.manifest`); variable-length lists (:mod:`.threshold`); ONNX
-models checked against PyTorch (:mod:`.onnx`)."""
+(:mod:`.swap`) with a manifest (:mod:`.manifest`); re-ranking where validation says it helps
+(:mod:`.rerank_choice`); variable-length lists (:mod:`.threshold`); ONNX models checked against
+PyTorch (:mod:`.onnx`)."""
 from .manifest import MANIFEST_FILE, check_submission, read_manifest
 from .onnx import export_onnx
 from .submission import (

@@ -40,8 +40,8 @@ from ..metrics.rerank import rerank_distance
 from ..metrics.retrieval import compute_distance, rank_gallery
 from ..schema import COURSE_COLUMNS, check_course_ranges, groups_to_course, predict_groups
 from .manifest import MANIFEST_FILE, build_manifest, checkpoint_entry, manifest_bytes
-from .swap import check_replaceable, replace_folder
 from .rerank_choice import choose_rerank, parse_rerank
+from .swap import check_replaceable, replace_folder
 from .threshold import cut_at_threshold, parse_threshold, pick_threshold, validation_distances
 
 CLASSIFICATION_FILE = "classification_test.csv"
@@ -395,9 +395,10 @@ def export_submission(
     files = {CLASSIFICATION_FILE: classification_csv_text(table).encode("utf-8"),
              REID_FILE: reid_txt_text(ordered).encode("utf-8")}
     mean_results = float(np.mean([len(row) for row in lists]))
+    cut = None if threshold is None else {"value": float(threshold), "chosen_on": chosen_on, "min_results": 1,
+                                          "mean_results": mean_results}
     settings = {"top_k": int(top_k), "rerank": bool(rerank), "rerank_choice": rerank_record, "flip": bool(flip),
-                "metric": metric, "threshold": None if threshold is None else {"value": float(threshold), "chosen_on": chosen_on,
-                                                              "min_results": 1, "mean_results": mean_results}}
+                "metric": metric, "threshold": cut}
     manifest = build_manifest(
         files, {"reid": checkpoint_entry(checkpoint, ckpt),
                 "attribute": checkpoint_entry(attribute_checkpoint if separate else checkpoint, attribute_ckpt)},
