@@ -130,7 +130,7 @@ SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): the tiny checkpoint
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample (the data the models trained on)
 OUTPUT_DIR = None     # None: <repo>/outputs; the OUTPUT_DIR of notebooks 02 and 03
 USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
-CHECKPOINTS = None    # None: every OUTPUT_DIR/<task>/<model>/best.pt; or {"name": "path/to/best.pt"}
+CHECKPOINTS = None    # None: every OUTPUT_DIR/<task>/<model>/best.pt but refits (no split); or {"name": "path"}
 PROTOCOL = "market"   # re-ID table: "market" (same-camera matches ignored) or "course"
 RETRIEVAL_MODEL = "reid/apr"    # model for the retrieval grid, t-SNE and search (else the first)
 ALM_MODEL = "attribute/alm"     # model whose attribute boxes are drawn

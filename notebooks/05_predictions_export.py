@@ -5,7 +5,7 @@
 # `test/` and `queries/` images (or `bounding_box_test/` and `query/` of Market-1501). By
 # default the CSV comes from the model with the best validation attribute accuracy (an
 # attribute model of notebook 02, or the re-ID model if it is better) and the rankings from
-# the best re-ID model of notebook 03; the cell below says which.
+# the refit of notebook 03's best re-ID model (below); the cell below says which.
 #
 # * `classification_test.csv`: `id` (the test image's file name) and the 27 attribute
 #   columns of `annotations_train.csv`, 1/2 encoded, age 1-4, one row per test image;
@@ -15,13 +15,14 @@
 # Both files are validated, then replaced together with a manifest (`submission.json`)
 # naming the checkpoints: an existing submission is never replaced by a broken one or by a
 # mix of two exports. The same from the command line: `python -m reid_utils export
-# --checkpoint outputs/reid/apr/best.pt --attribute-checkpoint outputs/attribute/alm/best.pt
+# --checkpoint outputs/reid/apr_all_ids/best.pt --attribute-checkpoint outputs/attribute/alm/best.pt
 # --out outputs/submission`.
 #
 # **The rankings come from the refit on every identity** when notebook 03 made one
 # (`REFIT = True`, its default): the best re-ID model trained again on all training
 # identities, a third more people than the validated run saw. Without a refit, from the
-# validated model. Re-ranking is on where it raised the validation course mAP (`RERANK`).
+# validated model. Re-ranking is on where it raises the validation course mAP (`RERANK`; a
+# refit has no held-out people, so the validated run it repeats decides).
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/05_predictions_export.ipynb)
 #
@@ -128,7 +129,7 @@ ATTRIBUTE_CHECKPOINT = None  # None: the model with the best validation attribut
 SUBMISSION_DIR = None # None: OUTPUT_DIR/submission
 TOP_K = 100           # test images listed per query
 RERANK = "auto"       # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) before the top-k: True, False, or "auto":
-                      # on where it raises the course mAP on the re-ID checkpoint's validation split (a refit: on)
+                      # on where it raises the validation course mAP (a refit: that of the run it repeats)
 
 # %% [markdown]
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.

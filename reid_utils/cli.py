@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=100)
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                    help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3); default: on where it raises the course "
-                        "mAP on the checkpoint's validation split, and on for a checkpoint without one")
+                        "mAP on the checkpoint's validation split (a refit: that of the run it repeats; none: on)")
     p.add_argument("--attribute-checkpoint", type=Path, default=None,
                    help="attribute model for classification_test.csv (default: --checkpoint)")
     p.add_argument("--threshold", default=None, metavar="auto|VALUE",

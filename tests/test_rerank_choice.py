@@ -149,6 +149,22 @@ def test_without_a_validation_split_auto_reranks(tiny_course_root, fp32, tmp_pat
     assert "no queries" in result["rerank_choice"]["reason"]
 
 
+def test_a_refit_decides_on_the_run_it_repeats(tiny_course_root, validated, fp32, tmp_path):
+    """``runs/apr_all_ids/best.pt`` has no split of its own: ``runs/apr/best.pt`` and its split decide."""
+    pids = sorted({r.pid for r in load_dataset(tiny_course_root).train})
+    refit = _checkpoint(validated.parent.with_name(validated.parent.name + "_all_ids") / "best.pt",
+                        {pid: i for i, pid in enumerate(pids)}, val_fraction=0.0)
+    result = export_submission(tiny_course_root, refit, tmp_path / "sub", top_k=30, fast_path=fp32, num_workers=0)
+    choice = result["rerank_choice"]
+    assert choice["chosen_on"] == (f"validation split {validated.parent / 'split.json'}, of {validated} "
+                                   "(the run this refit repeats)")
+    assert result["rerank"] is (choice["reranked_mAP"] > choice["plain_mAP"])
+    # the scores are those of the validated run's own decision
+    own = export_submission(tiny_course_root, validated, tmp_path / "own", top_k=30, fast_path=fp32, num_workers=0)
+    assert own["rerank_choice"]["plain_mAP"] == choice["plain_mAP"]
+    assert own["rerank_choice"]["reranked_mAP"] == choice["reranked_mAP"]
+
+
 def test_data_of_other_people_is_exported_not_refused(validated, fp32, tmp_path):
     """The hidden evaluation's data: other identities, so the run's split cannot be rebuilt there."""
     from reid_utils.synthetic.generator import write_sample
@@ -171,21 +187,3 @@ def test_cli_says_what_it_chose(tiny_course_root, validated, tmp_path, capsys):
                  "--out", str(tmp_path / "off"), "--top-k", "5", "--no-rerank"]) == 0
     assert "re-ranking off\n" in capsys.readouterr().out
     assert check_submission(tmp_path / "off")["settings"]["rerank"] is False
-
-
-def test_the_pipeline_reranks_where_it_raised_the_validation_course_map():
-    import pandas as pd
-
-    from reid_utils.pipeline import rerank_helped
-
-    def result(course_plain, course_reranked):
-        rows = [{"flip": flip, "rerank": rerank, "protocol": protocol, "mAP": 0.5}
-                for flip in (False, True) for rerank in (False, True) for protocol in ("market", "course")]
-        table = pd.DataFrame(rows).set_index(["flip", "rerank", "protocol"])
-        table.loc[(True, False, "course"), "mAP"] = course_plain
-        table.loc[(True, True, "course"), "mAP"] = course_reranked
-        return {"reid": table.reset_index()}
-
-    assert rerank_helped(result(0.70, 0.78)) is True
-    assert rerank_helped(result(0.81, 0.777)) is False  # the sample's APR-Net of the README's threshold table
-    assert rerank_helped(result(0.8, 0.8)) is False

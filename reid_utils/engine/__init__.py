@@ -23,9 +23,9 @@ module          what it holds
 from .checkpoint import input_size, load_checkpoint, load_model_from_checkpoint, save_checkpoint
 from .inference import CachedImages, extract, split_features
 from .loop import LOSS_PARTS, best_epoch, evaluate, train_one_epoch
+from .refit import is_refit, refit, refit_dir, validated_run
 from .runtime import FastPath, fast_path, select_device
 from .trainer import fit, main
-from .refit import is_refit, refit, refit_dir
 
 __all__ = [
     "LOSS_PARTS",
@@ -47,4 +47,5 @@ __all__ = [
     "select_device",
     "split_features",
     "train_one_epoch",
+    "validated_run",
 ]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from .checkpoint import load_checkpoint
-from .loop import best_epoch
 from .trainer import main
 
 #: ``<run>`` -> ``<run>_all_ids``: where the refit of a run lands.
@@ -27,22 +26,39 @@ def refit_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def is_refit(run_dir: str | os.PathLike) -> bool:
-    return Path(run_dir).name.endswith(REFIT_SUFFIX)
+    """Whether ``run_dir`` is a refit's folder (``<name>_all_ids``)."""
+    name = Path(run_dir).name
+    return name.endswith(REFIT_SUFFIX) and len(name) > len(REFIT_SUFFIX)
+
+
+def validated_run(checkpoint: str | os.PathLike) -> Path | None:
+    """The checkpoint of the validated run a refit repeats (``runs/apr_all_ids/best.pt`` ->
+    ``runs/apr/best.pt``), or None when ``checkpoint`` is not in a refit folder or that run is gone."""
+    folder = Path(checkpoint).parent
+    if not is_refit(folder):
+        return None
+    path = folder.with_name(folder.name[: -len(REFIT_SUFFIX)]) / Path(checkpoint).name
+    return path if path.is_file() else None
 
 
 def refit(run_dir: str | os.PathLike, **overrides) -> dict:
     """Train ``run_dir``'s recipe again on every training identity; return the refit's history.
 
     ``overrides`` are the ``main`` hyperparameters the validated run was given (model, image
-    size, ``max_minutes``, ...); the refit replaces its split (``val_fraction=0``, no split
-    file), its folder (:func:`refit_dir`) and its length: the best epoch of ``run_dir/best.pt``,
-    an upper bound when ``max_minutes`` is set (a third more images make every epoch longer).
+    size, ``max_minutes``, ``resume``, ...); the refit replaces its split (``val_fraction=0``, no
+    split file), its folder (:func:`refit_dir`) and its length: the epoch of ``run_dir/best.pt``
+    (the best by the run's ``early_stopping_metric``), an upper bound when ``max_minutes`` is set
+    (a third more images make every epoch longer). ``resume=True`` continues an interrupted
+    refit, but never one older than ``run_dir/best.pt`` (the refit of an earlier recipe).
     """
     run_dir = Path(run_dir)
-    history = load_checkpoint(run_dir / "best.pt").get("history") or {}
-    try:
-        epochs = int(best_epoch(history)["epoch"])
-    except KeyError:  # trained without validation: nothing chose a length
-        raise CheckpointError(f"{run_dir / 'best.pt'}: no validation history to choose the refit's length from") from None
-    changes = {"out_dir": str(refit_dir(run_dir)), "split_file": None, "val_fraction": 0.0, "num_epochs": epochs}
+    best = run_dir / "best.pt"
+    ckpt = load_checkpoint(best)
+    if float((ckpt.get("config") or {}).get("val_fraction", 0.0)) <= 0:  # best.pt is then just the last epoch
+        raise CheckpointError(f"{best}: trained without validation, so nothing chose the refit's length")
+    changes = {"out_dir": str(refit_dir(run_dir)), "split_file": None, "val_fraction": 0.0,
+               "num_epochs": int(ckpt["epoch"])}
+    last = refit_dir(run_dir) / "last.pt"
+    if overrides.get("resume") and last.is_file() and last.stat().st_mtime < best.stat().st_mtime:
+        changes["resume"] = False  # a refit of an earlier recipe: start again
     return main(**{**overrides, **changes})

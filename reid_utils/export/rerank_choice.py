@@ -1,25 +1,30 @@
 """Re-ranking in the export, on where validation says it helps: ``export_submission(rerank="auto")``.
 
-k-reciprocal re-ranking (:mod:`reid_utils.metrics.rerank`) raised the course mAP by about 8
-points on every validated run of the README, on the real data and on the sample, and costs
-seconds at the course's size. It can also hurt: a weak model's neighbour sets are noise, and
-re-ranking mixes them in. So the export decides per checkpoint, as a user would by hand:
+k-reciprocal re-ranking (:mod:`reid_utils.metrics.rerank`) raised the validation course mAP by
+about 8 points on every real-data run of the README, and costs seconds at the course's size. It
+can also lower it: a model whose neighbour sets are noise gains nothing from mixing them in (the
+README's threshold table has a sample model where it did). So the export decides per checkpoint,
+as a user would by hand:
 
-1. the re-ID checkpoint's validation split (:func:`reid_utils.data.split.validation_split`) goes
-   through the model with the export's settings (flip, metric, top-k);
+1. the re-ID checkpoint's validation split (:func:`reid_utils.data.split.validation_split`)
+   goes through the model with the export's settings (flip, metric, top-k); for a refit on every
+   identity (:mod:`reid_utils.engine.refit`), which has no split of its own, the validated run
+   it repeats and that run's split stand in;
 2. the course mAP of the top-k lists is computed with and without re-ranking;
 3. re-ranking is on when it scores higher.
 
-A checkpoint without a validation split that fits the data, a refit on every identity above
-all, is re-ranked: its recipe was validated, with re-ranking helping, before the refit. The
-manifest (``settings.rerank_choice``) says which rule applied and, where measured, both scores.
+Without any validation split that fits the data (data of other people, a refit whose validated
+run is gone) re-ranking is on: it helped on every validated real-data run. The manifest
+(``settings.rerank_choice``) says which rule applied and, where measured, both scores.
 ``rerank=True`` / ``False`` skip the decision.
 """
 from __future__ import annotations
 
 import os
 
-from ..errors import ExportError
+from ..engine.checkpoint import load_model_from_checkpoint
+from ..engine.refit import validated_run
+from ..errors import ExportError, ReidError
 from ..metrics.retrieval import rank_gallery
 from .threshold import course_map, feature_distances, validation_features
 
@@ -53,16 +58,25 @@ def choose_rerank(model, checkpoint: str | os.PathLike, ckpt: dict, index, fast_
                   metric: str = "cosine", top_k: int = 100, batch_size: int = 256,
                   num_workers: int | None = None) -> tuple[bool, dict, dict | None]:
     """``(rerank, record, features)``: the decision, what the manifest keeps of it, and the
-    validation features (None without a split) for reuse by ``threshold="auto"``."""
+    validation features of ``checkpoint`` itself (None otherwise) for ``threshold="auto"``."""
+    options = dict(flip=flip, batch_size=batch_size, num_workers=num_workers, purpose="rerank='auto'")
+    own = None
     try:
-        features = validation_features(model, checkpoint, ckpt, index, fast_path, flip=flip, batch_size=batch_size,
-                                       num_workers=num_workers, purpose="rerank='auto'")
-    except ExportError as error:
-        reason = f"no validation split to decide on ({error}); re-ranking by default"
-        return WITHOUT_VALIDATION, {"mode": "auto", "reason": reason}, None
+        features = own = validation_features(model, checkpoint, ckpt, index, fast_path, **options)
+    except ReidError as error:  # no split, a split of other data, an unreadable validation image ...
+        validated = validated_run(checkpoint)
+        try:
+            if validated is None:
+                raise error
+            validated_model, validated_ckpt = load_model_from_checkpoint(validated)
+            features = validation_features(validated_model, validated, validated_ckpt, index, fast_path, **options)
+            features = {**features, "described": f"{features['described']}, of {validated} (the run this refit repeats)"}
+        except ReidError as last:
+            reason = f"no validation split to decide on ({last}); re-ranking by default"
+            return WITHOUT_VALIDATION, {"mode": "auto", "reason": reason}, None
     gain = rerank_gain(features, metric=metric, top_k=top_k)
     rerank = gain["reranked_mAP"] > gain["plain_mAP"]
     reason = (f"course mAP of the top-{top_k} lists on the {features['described']}: "
               f"{gain['plain_mAP']:.4f} plain, {gain['reranked_mAP']:.4f} re-ranked")
     record = {"mode": "auto", "reason": reason, "chosen_on": features["described"], **gain}
-    return rerank, record, features
+    return rerank, record, own

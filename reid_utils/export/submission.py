@@ -312,8 +312,8 @@ def export_submission(
         fast_path: a :class:`reid_utils.engine.runtime.FastPath` (None: the automatic one for the best device).
         attribute_checkpoint: the attribute model's ``.pt`` file (None: ``checkpoint``).
         rerank: True, False, or ``"auto"``: on where it raises the course mAP of the top-k lists
-            on the re-ID checkpoint's validation split, and on for a checkpoint without one (a
-            refit); see :mod:`reid_utils.export.rerank_choice`.
+            on the re-ID checkpoint's validation split (a refit: that of the run it repeats;
+            none that fits the data: on); see :mod:`reid_utils.export.rerank_choice`.
         threshold: None (fixed top-k lists), a distance, or ``"auto"`` (chosen on the re-ID
             checkpoint's validation split; see :mod:`reid_utils.export.threshold`).
 
