@@ -64,15 +64,14 @@ def choose_rerank(model, checkpoint: str | os.PathLike, ckpt: dict, index, fast_
     try:
         features = own = validation_features(model, checkpoint, ckpt, index, fast_path, **options)
     except ReidError as error:  # no split, a split of other data, an unreadable validation image ...
-        validated = validated_run(checkpoint)
-        try:
-            if validated is None:
-                raise error
-            validated_model, validated_ckpt = load_model_from_checkpoint(validated)
-            features = validation_features(validated_model, validated, validated_ckpt, index, fast_path, **options)
-            features = {**features, "described": f"{features['described']}, of {validated} (the run this refit repeats)"}
-        except ReidError as last:
-            reason = f"no validation split to decide on ({last}); re-ranking by default"
+        problem, features, validated = error, None, validated_run(checkpoint)
+        if validated is not None:
+            try:
+                features = _repeated_run_features(validated, index, fast_path, options)
+            except ReidError as later:
+                problem = later
+        if features is None:
+            reason = f"no validation split to decide on ({problem}); re-ranking by default"
             return WITHOUT_VALIDATION, {"mode": "auto", "reason": reason}, None
     gain = rerank_gain(features, metric=metric, top_k=top_k)
     rerank = gain["reranked_mAP"] > gain["plain_mAP"]
@@ -80,3 +79,10 @@ def choose_rerank(model, checkpoint: str | os.PathLike, ckpt: dict, index, fast_
               f"{gain['plain_mAP']:.4f} plain, {gain['reranked_mAP']:.4f} re-ranked")
     record = {"mode": "auto", "reason": reason, "chosen_on": features["described"], **gain}
     return rerank, record, own
+
+
+def _repeated_run_features(validated, index, fast_path, options: dict) -> dict:
+    """Validation features of the run a refit repeats, through that run's own model."""
+    model, ckpt = load_model_from_checkpoint(validated)
+    features = validation_features(model, validated, ckpt, index, fast_path, **options)
+    return {**features, "described": f"{features['described']}, of {validated} (the run this refit repeats)"}
