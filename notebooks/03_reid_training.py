@@ -5,8 +5,9 @@
 # with label smoothing, or AM-Softmax), a batch-hard triplet loss on P x K batches and
 # the attribute loss, combined as `alpha * attribute + (1 - alpha) * identity + triplet`.
 # Models: `apr` (APR-Net with the Attribute Re-weighting Module, the default),
-# `resnet50`, `convhead`, `self_attention` and `la_transformer` (a Locally Aware
-# Transformer on row and column parts). The validation mAP and rank-1 are measured on
+# `resnet50`, `convhead`, `self_attention`, `la_transformer` (a Locally Aware
+# Transformer on row and column parts) and `osnet` (the APR-Net head on an omni-scale trunk
+# built to train from scratch). The validation mAP and rank-1 are measured on
 # identities never seen in training.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/03_reid_training.ipynb)
@@ -112,7 +113,7 @@ DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample (see note
 OUTPUT_DIR = None     # None: <repo>/outputs; on Colab e.g. "/content/drive/MyDrive/reid_outputs"
 USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
 RESUME = True         # continue an interrupted run from OUTPUT_DIR/reid/<model>/last.pt
-MODELS = ["apr"]      # add "resnet50", "convhead", "self_attention", "la_transformer" to compare
+MODELS = ["apr"]      # add "resnet50", "convhead", "self_attention", "la_transformer", "osnet" to compare
 REFIT = True          # then train the best model again on every identity: notebook 05 exports that refit
 
 GPU = gpu_available()  # a CUDA GPU; the defaults below follow it
@@ -129,6 +130,7 @@ PARAMS = dict(        # TrainConfig fields for every model (they win over a mode
 PER_MODEL = {         # extra TrainConfig fields per model, on top of PARAMS and the model's defaults
     # apr: identity + attribute losses, no triplet (the README's ablation: a triplet loss costs mAP)
     "la_transformer": dict(id_loss="amsoftmax", am_scale=30.0, am_margin=0.35),
+    "osnet": dict(pretrained=False),  # torchvision has no OSNet ImageNet weights: from scratch
 }
 if SMOKE:             # one short epoch per model, CPU, fp32, seeded (SMOKE_SETTINGS)
     PARAMS, PER_MODEL, RESUME = dict(smoke=True), {}, False

@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .models.registry import MODEL_NAMES
 
 EARLY_STOPPING_METRICS = ("mAP", "rank1", "course_mAP", "course_rank1", "attribute_accuracy", "score", "val_loss")
-ModelName = Literal["resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer"]
+ModelName = Literal["resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer", "osnet"]
 EarlyStoppingMetric = Literal["mAP", "rank1", "course_mAP", "course_rank1", "attribute_accuracy", "score", "val_loss"]
 
 
@@ -60,6 +60,7 @@ class TrainConfig:
     attribute_form: Literal["groups", "binary"] | None = None  # attribute head; None = the model's own (cbam/alm: binary)
     dropout: float | None = None  # dropout in the model's head; None = the model's default (apr: 0.5)
     bottleneck_dim: int | None = None  # apr / la_transformer bottleneck width; None = model default
+    attribute_pooling: Literal["global", "parts"] | None = None  # apr/osnet: parts = body-part groups also read their half
     head_channels: int | None = None  # convhead output channels; None = model default
     attention_heads: int | None = None  # self_attention heads; None = model default
     pyramid_dim: int | None = None  # alm feature-pyramid width d; None = model default (256)
@@ -225,6 +226,8 @@ _MODEL_DEFAULTS: dict[str, dict] = {
     # feature, and worse still on the dropout-regularised embedding (identity loss stuck near
     # ln(num_ids)).
     "apr": {},
+    # the APR-Net head on an OSNet trunk: the same recipe, so the two compare trunk against trunk
+    "osnet": {},
     # BN-neck style baselines: identity CE + batch-hard triplet on the pooled feature, PK batches
     "resnet50": {"triplet_weight": 1.0},
     "convhead": {"triplet_weight": 1.0},
@@ -362,6 +365,9 @@ def _validate(cfg: TrainConfig) -> None:
                  "vit_embed_dim", "vit_depth", "vit_heads"):
         value = getattr(cfg, name)
         need(value is None or 1 <= value <= 65536, name, "1-65536 or None")
+    if cfg.attribute_pooling == "parts":
+        need(cfg.model in ("apr", "osnet"), "attribute_pooling", '"global" or None for models other than apr and osnet')
+        need(cfg.attribute_form in (None, "groups"), "attribute_pooling", '"global" with attribute_form="binary"')
     need(cfg.batch_p >= 1, "batch_p", ">= 1")
     need(cfg.batch_k >= 1, "batch_k", ">= 1")
     if cfg.uses_metric_loss:

@@ -58,6 +58,18 @@ def test_train_and_infer_sections_tiny_model(capsys):
     assert result["eval_speedup"] is None
 
 
+def test_trunks_section_compares_osnet_with_resnet18(capsys):
+    result = run_benchmarks(settings=TINY, sections="trunks")
+    table = capsys.readouterr().out
+    entry = result["trunks"]["sizes"]["64x32"]
+    assert entry["osnet_img_s"] > 0 and entry["resnet18_img_s"] > 0
+    assert entry["speedup"] == pytest.approx(entry["osnet_img_s"] / entry["resnet18_img_s"])
+    assert result["osnet_train_speedup"] == entry["speedup"]
+    # forward + backward cost: OSNet needs about half of ResNet-18's FLOPs per image
+    assert 0.3 < entry["osnet_gflops_per_image"] / entry["resnet18_gflops_per_image"] < 0.7
+    assert "| train img/s, osnet vs apr resnet18 (fast path) | 64x32 |" in table
+
+
 def test_rerank_section_reports_seconds_and_memory():
     pytest.importorskip("reid_utils.metrics.rerank")
     result = run_benchmarks(settings=TINY, as_json=True, sections=["rerank"])

@@ -192,7 +192,7 @@ def test_self_attention_block_starts_as_identity_and_resizes_positions():
 
 
 def test_registry_names_and_default_forms():
-    assert set(MODEL_NAMES) == {"resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer"}
+    assert set(MODEL_NAMES) == {"resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer", "osnet"}
     assert set(DEFAULT_ATTRIBUTE_FORM) == set(MODEL_NAMES)
     assert DEFAULT_ATTRIBUTE_FORM["cbam"] == DEFAULT_ATTRIBUTE_FORM["alm"] == "binary"
 

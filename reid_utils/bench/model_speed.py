@@ -92,6 +92,34 @@ def bench_train(settings, fast: FastPath, plain: FastPath) -> dict:
     return {"model": f"apr (resnet{settings.depth})", "batch_size": batch_size, "sizes": sizes}
 
 
+def bench_trunks(settings, fast: FastPath) -> dict:
+    """Training images per second on the fast path: ``osnet`` against the CPU recipe's ``apr``
+    (ResNet-18, last stride 1), the same APR-Net head, loss, batch and weights seed, per size.
+
+    Each entry holds ``osnet_img_s``, ``resnet18_img_s``, ``speedup`` (osnet / resnet18), the
+    ``*_rep_seconds`` and each model's ``*_gflops_per_image`` (forward + backward).
+    """
+    torch.manual_seed(0)
+    models = {"osnet": build_model("osnet", num_ids=settings.num_ids),
+              "resnet18": build_model("apr", num_ids=settings.num_ids, depth=18)}
+    batch_size = settings.batch_p * settings.batch_k
+    sizes = {}
+    for height, width in settings.sizes:
+        log(f"train {height}x{width}, batch {batch_size}: osnet vs apr (resnet18), fast path")
+        batch = pk_batch(settings.batch_p, settings.batch_k, height, width, fast.device)
+        sides = {name: train_step(copy.deepcopy(model), fast, batch) for name, model in models.items()}
+        seconds = interleaved(sides, settings.train_reps, settings.warmup)
+        entry = {f"{name}_img_s": batch_size / median(values) for name, values in seconds.items()}
+        entry.update({f"{name}_rep_seconds": values for name, values in seconds.items()})
+        entry["speedup"] = entry["osnet_img_s"] / entry["resnet18_img_s"]
+        entry.update({f"{name}_gflops_per_image": 3 * model_summary(model, height, width)["gflops"]
+                      for name, model in models.items()})
+        sizes[size_key((height, width))] = entry
+        del sides
+        gc.collect()
+    return {"batch_size": batch_size, "path": fast.describe(), "sizes": sizes}
+
+
 def ratio_entry(seconds: dict[str, list[float]], images: int) -> dict:
     """``{"<side>_img_s", "<side>_rep_seconds"}`` for every side and ``speedup`` = fast / plain."""
     entry = {f"{name}_img_s": images / median(values) for name, values in seconds.items()}

@@ -200,6 +200,12 @@ def format_report(result: dict) -> str:
             lines.append(f"| contention: same, fixed {e['threads']} threads (no governor) | 128x64 | "
                          f"{_fmt(e['busy_fixed_seconds'])} | {_fmt(e['alone_seconds'])} | "
                          f"{_fmt(e['contention_slowdown_fixed'])}x slower | |")
+    for size, e in result.get("trunks", {}).get("sizes", {}).items():
+        peak = m.get("fp32_matmul_peak_gflops")
+        shares = [f" ({100 * e[f'{name}_img_s'] * e[f'{name}_gflops_per_image'] / peak:.0f} %)" if peak else ""
+                  for name in ("osnet", "resnet18")]
+        lines.append(f"| train img/s, osnet vs apr resnet18 (fast path) | {size} | {_fmt(e['osnet_img_s'])}{shares[0]} | "
+                     f"{_fmt(e['resnet18_img_s'])}{shares[1]} | {_fmt(e['speedup'])}x | |")
     lines += [
         "",
         f"{result['seconds']:.0f} s in all. Medians of interleaved repetitions; ratio = fast / plain "

@@ -12,12 +12,12 @@ from ..engine.runtime import fast_path, select_device
 from ..errors import ConfigError
 from .contention import bench_contention
 from .loader import bench_loader
-from .model_speed import bench_infer, bench_train
+from .model_speed import bench_infer, bench_train, bench_trunks
 from .ranking import bench_eval, bench_rerank
 from .report import TARGETS, format_report, jsonable, machine_info
 from .timing import size_key
 
-SECTIONS = ("train", "infer", "eval", "rerank", "loader", "contention")
+SECTIONS = ("train", "infer", "eval", "rerank", "loader", "contention", "trunks")
 
 #: Headline keys of the result; always present (None when their section did not run).
 HEADLINE_KEYS = (
@@ -30,6 +30,7 @@ HEADLINE_KEYS = (
     "rerank_peak_gb",
     "loader_img_s",
     "contention_slowdown",
+    "osnet_train_speedup",
 )
 
 
@@ -146,6 +147,9 @@ def run_benchmarks(
         if "contention" in chosen:
             result["contention"] = bench_contention(settings, fast)
             result["contention_slowdown"] = result["contention"].get("contention_slowdown")
+        if "trunks" in chosen:
+            result["trunks"] = bench_trunks(settings, fast)
+            result["osnet_train_speedup"] = result["trunks"]["sizes"][headline]["speedup"]
     finally:
         _restore_global_state(saved)
     result["seconds"] = time.perf_counter() - start

@@ -40,6 +40,15 @@ Forward contract:
 
 With ``attribute_form="binary"`` the 12 classifiers become one ``Linear(512, 30)`` for the
 30 binary attributes, ``p`` are their sigmoids and the ARM weighs the 30 attributes.
+
+``attribute_pooling="parts"`` (groups form only; not in the paper) lets the groups that
+describe one body part look at it. The feature map's upper and lower halves are pooled
+separately, each through its own ``Bottleneck(C, part_dim)`` (``(B, part_dim)``, 256 by
+default), and the classifier of an upper-body group (``PART_GROUPS["upper"]``: upper colour,
+sleeve length, hair, hat) reads ``concat(f, upper)``, that of a lower-body group (lower
+colour, lower-body length, dress or pants) ``concat(f, lower)``; the other groups read ``f``
+as before. At 128x64 the halves are the top and bottom 4 of the 8 feature-map rows (the
+head and torso, the legs). Everything else, the ARM and the embedding included, is unchanged.
 """
 from __future__ import annotations
 
@@ -50,8 +59,16 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schema import GROUP_SLICES, GROUPS, NUM_BINARY, num_attribute_logits
-from .backbones import ResNetTrunk, build_resnet
+from .backbones import build_resnet
 from .heads import build_classifier
+
+#: ``attribute_pooling="parts"``: the groups whose classifier also reads the pooled upper or
+#: lower half of the feature map.
+PART_GROUPS: dict[str, tuple[str, ...]] = {
+    "upper": ("upcolour", "up", "hair", "hat"),
+    "lower": ("downcolour", "down", "clothes"),
+}
+ATTRIBUTE_POOLINGS = ("global", "parts")
 
 # not in place: the retrieval embedding keeps the BatchNorm output the activation reads
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.1), "relu": lambda: nn.ReLU()}
@@ -113,20 +130,37 @@ class APRNet(nn.Module):
 
     def __init__(
         self,
-        trunk: ResNetTrunk,
+        trunk: nn.Module,  # (B, 3, H, W) -> (B, trunk.out_channels, h, w): ResNetTrunk, OSNetTrunk
         num_ids: int,
         attribute_form: str = "groups",
         bottleneck_dim: int = 512,
         dropout: float = 0.5,
         activation: str = "leaky_relu",
         classifier: str = "linear",
+        attribute_pooling: str = "global",
+        part_dim: int = 256,
     ):
         super().__init__()
+        if attribute_pooling not in ATTRIBUTE_POOLINGS:
+            raise ConfigError(f"attribute_pooling must be one of {ATTRIBUTE_POOLINGS}, got {attribute_pooling!r}")
+        if attribute_pooling == "parts" and attribute_form != "groups":
+            raise ConfigError('attribute_pooling="parts" needs attribute_form="groups" (one classifier per group)')
         self.trunk = trunk
         self.bottleneck = Bottleneck(trunk.out_channels, bottleneck_dim, dropout, activation)
+        self.attribute_pooling = attribute_pooling
+        # the part (None, "upper" or "lower") each attribute classifier also reads
+        self.classifier_parts: tuple[str | None, ...] = (None,)
+        self.part_bottlenecks = nn.ModuleDict(
+            {part: Bottleneck(trunk.out_channels, part_dim, dropout, activation) for part in PART_GROUPS}
+            if attribute_pooling == "parts" else {}
+        )
         if attribute_form == "groups":
             self.slices = GROUP_SLICES
-            self.attribute_classifiers = nn.ModuleList(nn.Linear(bottleneck_dim, g.num_classes) for g in GROUPS)
+            self.classifier_parts = tuple(self._part_of(g.name) for g in GROUPS)
+            self.attribute_classifiers = nn.ModuleList(
+                nn.Linear(bottleneck_dim + (part_dim if part else 0), g.num_classes)
+                for g, part in zip(GROUPS, self.classifier_parts)
+            )
         else:
             self.slices = tuple(slice(i, i + 1) for i in range(NUM_BINARY))
             self.attribute_classifiers = nn.ModuleList([nn.Linear(bottleneck_dim, NUM_BINARY)])
@@ -135,6 +169,21 @@ class APRNet(nn.Module):
         self.attribute_form = attribute_form
         self.embedding_dim = bottleneck_dim + num_attribute_logits(attribute_form)
         self.classifier = build_classifier(classifier, self.embedding_dim, num_ids)
+
+    def _part_of(self, group: str) -> str | None:
+        if self.attribute_pooling == "global":
+            return None
+        return next((part for part, names in PART_GROUPS.items() if group in names), None)
+
+    def attribute_logits(self, fmap: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """``(B, A)`` logits from the feature map ``(B, C, h, w)`` and the identity feature ``f``."""
+        inputs = {None: f}
+        if self.attribute_pooling == "parts":
+            half = fmap.shape[2] // 2
+            for part, rows in (("upper", fmap[:, :, :half]), ("lower", fmap[:, :, half:])):
+                inputs[part] = torch.cat([f, self.part_bottlenecks[part](rows.mean(dim=(2, 3)))[1]], dim=1)
+        return torch.cat([head(inputs[part]) for head, part in zip(self.attribute_classifiers, self.classifier_parts)],
+                         dim=1)
 
     def attribute_probabilities(self, attribute_logits: torch.Tensor) -> torch.Tensor:
         """``(B, A)`` logits -> per-group softmax (groups form) or sigmoids (binary form)."""
@@ -148,7 +197,7 @@ class APRNet(nn.Module):
         fmap = self.trunk(x)  # (B, C, h, w)
         pooled = fmap.mean(dim=(2, 3))  # (B, C)
         normalised, f = self.bottleneck(pooled)  # (B, D) each
-        attribute_logits = torch.cat([head(f) for head in self.attribute_classifiers], dim=1)  # (B, A)
+        attribute_logits = self.attribute_logits(fmap, f)  # (B, A)
         reweighted, arm_weights = self.arm(self.attribute_probabilities(attribute_logits))  # (B, A), (B, K)
         embedding = torch.cat([normalised, reweighted], dim=1)  # (B, D + A), for retrieval
         if not self.training:
@@ -175,7 +224,9 @@ def build(
     dropout: float = 0.5,
     bottleneck_dim: int = 512,
     activation: str = "leaky_relu",
+    attribute_pooling: str = "global",
 ) -> APRNet:
     """APR-Net on a ResNet-``depth`` trunk (the paper: ResNet-50)."""
     trunk = build_resnet(depth, pretrained=pretrained, weights_path=weights_path, last_stride=last_stride)
-    return APRNet(trunk, num_ids, attribute_form, bottleneck_dim, dropout, activation, classifier)
+    return APRNet(trunk, num_ids, attribute_form, bottleneck_dim, dropout, activation, classifier,
+                  attribute_pooling)

@@ -41,6 +41,7 @@ _CNN_OPTIONS = {
     "head_channels": "head_channels",
     "attention_heads": "num_heads",
     "pyramid_dim": "pyramid_dim",
+    "attribute_pooling": "attribute_pooling",
 }
 
 

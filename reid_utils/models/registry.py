@@ -24,6 +24,7 @@ _BUILDERS: dict[str, tuple[str, str]] = {
     "cbam": ("reid_utils.models.cbam", "build"),
     "alm": ("reid_utils.models.alm", "build"),
     "la_transformer": ("reid_utils.models.la_transformer", "build"),
+    "osnet": ("reid_utils.models.osnet", "build"),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
@@ -35,6 +36,7 @@ DEFAULT_ATTRIBUTE_FORM: dict[str, str] = {
     "convhead": "groups",
     "self_attention": "groups",
     "la_transformer": "groups",
+    "osnet": "groups",
     "cbam": "binary",
     "alm": "binary",
 }

@@ -73,6 +73,8 @@ def activation_layer(model: nn.Module, layer: str | None = None) -> tuple[nn.Mod
     trunk = getattr(model, "trunk", None)
     if trunk is not None and hasattr(trunk, "layer4"):
         return trunk.layer4, None
+    if trunk is not None and hasattr(trunk, "last_stage"):
+        return trunk.last_stage(), None
     raise ConfigError(f"no default activation layer for {type(model).__name__}; pass layer='<module name>'")
 
 
