@@ -83,7 +83,7 @@ def test_attribute_map_follows_the_evidence():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_gives_maps_for_embedding_and_attributes(name):
-    options = {"image_size": (64, 32)} if name == "la_transformer" else {"depth": 18}
+    options = {"la_transformer": {"image_size": (64, 32)}, "osnet": {}}.get(name, {"depth": 18})
     torch.manual_seed(0)
     model = build_model(name, num_ids=4, **options).train()
     paths = check_images(count=3)

@@ -49,6 +49,8 @@ sleeve length, hair, hat) reads ``concat(f, upper)``, that of a lower-body group
 colour, lower-body length, dress or pants) ``concat(f, lower)``; the other groups read ``f``
 as before. At 128x64 the halves are the top and bottom 4 of the 8 feature-map rows (the
 head and torso, the legs). Everything else, the ARM and the embedding included, is unchanged.
+On the course data it changed nothing beyond the seed spread (README, "Ablations"), so it
+is an option, not the default.
 """
 from __future__ import annotations
 
