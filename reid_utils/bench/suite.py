@@ -106,7 +106,9 @@ def run_benchmarks(
         ``infer_speedup`` (fast / plain images per second at the first size, eager),
         ``infer_compiled_speedup`` (torch.compile on the fast path / plain), ``eval_speedup``
         (loop seconds / fast seconds), ``eval_max_abs_diff``, ``rerank_seconds``,
-        ``rerank_peak_gb``, ``loader_img_s`` (None when their section did not run); and
+        ``rerank_peak_gb``, ``loader_img_s``, ``contention_slowdown`` and
+        ``osnet_train_speedup`` (osnet / ResNet-18 apr training images per second at the first
+        size; None when their section did not run); and
         ``machine``, ``settings``, ``targets``, ``sections``, ``quick``, ``seconds``, plus one
         dict per section that ran (``train`` and ``infer`` hold per-size entries under
         ``"sizes"``, e.g. ``result["train"]["sizes"]["128x64"]["fast_img_s"]``).
