@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import ConfigError
-from .models.registry import MODEL_NAMES
+from .models.registry import MODEL_NAMES, models_with_option
 
 EARLY_STOPPING_METRICS = ("mAP", "rank1", "course_mAP", "course_rank1", "attribute_accuracy", "score", "val_loss")
 ModelName = Literal["resnet50", "apr", "convhead", "self_attention", "cbam", "alm", "la_transformer", "osnet"]
@@ -366,7 +366,9 @@ def _validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         need(value is None or 1 <= value <= 65536, name, "1-65536 or None")
     if cfg.attribute_pooling == "parts":
-        need(cfg.model in ("apr", "osnet"), "attribute_pooling", '"global" or None for models other than apr and osnet')
+        pooling_models = models_with_option("attribute_pooling")
+        need(cfg.model in pooling_models, "attribute_pooling",
+             f'"global" or None for models other than {" and ".join(pooling_models)}')
         need(cfg.attribute_form in (None, "groups"), "attribute_pooling", '"global" with attribute_form="binary"')
     need(cfg.batch_p >= 1, "batch_p", ">= 1")
     need(cfg.batch_k >= 1, "batch_k", ">= 1")

@@ -108,10 +108,8 @@ def bench_trunks(settings, fast: FastPath) -> dict:
         log(f"train {height}x{width}, batch {batch_size}: osnet vs apr (resnet18), fast path")
         batch = pk_batch(settings.batch_p, settings.batch_k, height, width, fast.device)
         sides = {name: train_step(copy.deepcopy(model), fast, batch) for name, model in models.items()}
-        seconds = interleaved(sides, settings.train_reps, settings.warmup)
-        entry = {f"{name}_img_s": batch_size / median(values) for name, values in seconds.items()}
-        entry.update({f"{name}_rep_seconds": values for name, values in seconds.items()})
-        entry["speedup"] = entry["osnet_img_s"] / entry["resnet18_img_s"]
+        entry = ratio_entry(interleaved(sides, settings.train_reps, settings.warmup), batch_size,
+                            over=("osnet", "resnet18"))
         entry.update({f"{name}_gflops_per_image": 3 * model_summary(model, height, width)["gflops"]
                       for name, model in models.items()})
         sizes[size_key((height, width))] = entry
@@ -120,11 +118,12 @@ def bench_trunks(settings, fast: FastPath) -> dict:
     return {"batch_size": batch_size, "path": fast.describe(), "sizes": sizes}
 
 
-def ratio_entry(seconds: dict[str, list[float]], images: int) -> dict:
-    """``{"<side>_img_s", "<side>_rep_seconds"}`` for every side and ``speedup`` = fast / plain."""
+def ratio_entry(seconds: dict[str, list[float]], images: int, over: tuple[str, str] = ("fast", "plain")) -> dict:
+    """``{"<side>_img_s", "<side>_rep_seconds"}`` for every side and ``speedup`` = the images
+    per second of ``over[0]`` / those of ``over[1]``."""
     entry = {f"{name}_img_s": images / median(values) for name, values in seconds.items()}
     entry.update({f"{name}_rep_seconds": values for name, values in seconds.items()})
-    entry["speedup"] = entry["fast_img_s"] / entry["plain_img_s"]
+    entry["speedup"] = entry[f"{over[0]}_img_s"] / entry[f"{over[1]}_img_s"]
     return entry
 
 

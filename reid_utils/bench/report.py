@@ -124,11 +124,12 @@ def _target(key: str, value) -> str:
     return f"{op} {goal:g} {'yes' if ok else 'NO'}"
 
 
-def _share(entry: dict, key: str, peak: float | None) -> str:
-    """`` (12 %)``: the fp32 matmul peak's share that ``entry[key]`` images per second use."""
-    if not peak or "gflops_per_image" not in entry:
+def _share(entry: dict, key: str, peak: float | None, gflops_key: str = "gflops_per_image") -> str:
+    """`` (12 %)``: the fp32 matmul peak's share that ``entry[key]`` images per second use,
+    at ``entry[gflops_key]`` GFLOPs per image."""
+    if not peak or gflops_key not in entry:
         return ""
-    return f" ({100 * entry[key] * entry['gflops_per_image'] / peak:.0f} %)"
+    return f" ({100 * entry[key] * entry[gflops_key] / peak:.0f} %)"
 
 
 def format_report(result: dict) -> str:
@@ -201,11 +202,11 @@ def format_report(result: dict) -> str:
                          f"{_fmt(e['busy_fixed_seconds'])} | {_fmt(e['alone_seconds'])} | "
                          f"{_fmt(e['contention_slowdown_fixed'])}x slower | |")
     for size, e in result.get("trunks", {}).get("sizes", {}).items():
-        peak = m.get("fp32_matmul_peak_gflops")
-        shares = [f" ({100 * e[f'{name}_img_s'] * e[f'{name}_gflops_per_image'] / peak:.0f} %)" if peak else ""
-                  for name in ("osnet", "resnet18")]
-        lines.append(f"| train img/s, osnet vs apr resnet18 (fast path) | {size} | {_fmt(e['osnet_img_s'])}{shares[0]} | "
-                     f"{_fmt(e['resnet18_img_s'])}{shares[1]} | {_fmt(e['speedup'])}x | |")
+        osnet, resnet18 = (f"{_fmt(e[f'{name}_img_s'])}"
+                           f"{_share(e, f'{name}_img_s', m.get('fp32_matmul_peak_gflops'), f'{name}_gflops_per_image')}"
+                           for name in ("osnet", "resnet18"))
+        lines.append(f"| train img/s, osnet vs apr resnet18 (fast path) | {size} | {osnet} | {resnet18} | "
+                     f"{_fmt(e['speedup'])}x | |")
     lines += [
         "",
         f"{result['seconds']:.0f} s in all. Medians of interleaved repetitions; ratio = fast / plain "

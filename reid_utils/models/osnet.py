@@ -154,10 +154,10 @@ def build(
     attribute_pooling: str = "global",
 ) -> APRNet:
     """The APR-Net head on an OSNet x1.0 trunk; ``weights_path`` fills the trunk from a state dict."""
-    trunk = OSNetTrunk()
     if pretrained and weights_path is None:
         raise ConfigError("osnet has no torchvision ImageNet weights: pass weights_path=<trunk state dict> "
                           "or pretrained=False (OSNet is designed to train from scratch)")
+    trunk = OSNetTrunk()
     if weights_path is not None:
         load_pretrained(trunk, None, weights_path)
     return APRNet(trunk, num_ids, attribute_form, bottleneck_dim, dropout, activation, classifier,

@@ -50,6 +50,11 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+def models_with_option(option: str) -> tuple[str, ...]:
+    """The registered models whose builder takes ``option`` (this imports their modules)."""
+    return tuple(name for name in MODEL_NAMES if option in inspect.signature(get_builder(name)).parameters)
+
+
 def build_model(
     name: str,
     num_ids: int,
