@@ -101,6 +101,9 @@ class TrainConfig:
     triplet_margin: float | None = 0.3  # triplet margin; None = soft margin
     center_weight: float = 0.0  # center loss weight; > 0 uses the PK sampler
     attribute_weighting: Literal["none", "exp", "frequency"] = "none"  # attribute class weights from training ratios
+    teachers: str = ""  # distillation: checkpoint(s) trained on this run's training ids, comma-separated; "" = off
+    distill_weight: float = 1.0  # weight of the soft-target term when teachers are given
+    distill_temperature: float = 4.0  # softmax temperature of the identity soft targets (attributes: 1)
 
     # --- augmentation (training only) --------------------------------------------------------
     augment: bool = True  # master switch for every augmentation below
@@ -141,6 +144,11 @@ class TrainConfig:
     def uses_metric_loss(self) -> bool:
         """Triplet or center loss: batches need several images per identity (PK sampler)."""
         return self.triplet_weight > 0 or self.center_weight > 0
+
+    @property
+    def teacher_paths(self) -> list[str]:
+        """The distillation teachers' checkpoint paths (``teachers`` split at commas)."""
+        return [p.strip() for p in self.teachers.split(",") if p.strip()]
 
     @property
     def pad_pixels(self) -> int:
@@ -328,6 +336,8 @@ def _coerce(name: str, value, kind):
             return value
         if hasattr(value, "__fspath__"):  # pathlib.Path for data_root / out_dir
             return str(value)
+        if name == "teachers" and isinstance(value, (list, tuple)):  # teachers=["a/best.pt", "b/best.pt"]
+            return ",".join(str(v) for v in value)
     else:  # pragma: no cover - every field has one of the types above
         return value
     expected = kind.__name__ + (" or None" if optional else "")
@@ -395,6 +405,10 @@ def _validate(cfg: TrainConfig) -> None:
     need(cfg.triplet_weight >= 0, "triplet_weight", ">= 0")
     need(cfg.triplet_margin is None or cfg.triplet_margin >= 0, "triplet_margin", ">= 0 or None (soft margin)")
     need(cfg.center_weight >= 0, "center_weight", ">= 0")
+    need(cfg.distill_weight >= 0, "distill_weight", ">= 0")
+    need(cfg.distill_temperature > 0, "distill_temperature", "> 0")
+    if cfg.teachers:
+        need(cfg.id_loss == "ce", "id_loss", "'ce' with teachers (AM-Softmax's cosine logits are no distribution to match)")
     need(0.0 <= cfg.rotation <= 180.0, "rotation", "0-180 degrees")
     need(cfg.pad is None or cfg.pad >= 0, "pad", ">= 0 pixels or None")
     for name in ("blur", "sharpness", "erasing"):

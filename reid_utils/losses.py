@@ -18,9 +18,15 @@ Attributes (targets are always the ``(B, 12)`` groups form, ``-1`` = unknown and
       negative weights; :func:`exp_weights` (DeepMAR / ALM) and :func:`frequency_weights`.
     * :func:`positive_ratios`: the ``(30,)`` positive ratio of every binary column.
 
+Distillation (Hinton et al. 2015)
+    * :func:`teacher_probabilities`: a teacher's soft targets, identities at a temperature,
+      attributes as probabilities.
+    * :func:`distillation_kl`: ``T^2 * KL(teacher || softmax(student / T))``;
+      :func:`attribute_distillation`: the same per attribute group (or per binary column).
+
 Multi-task
     * :class:`MultiTaskLoss`: ``alpha * L_attr + (1 - alpha) * L_id + triplet_weight * L_tri
-      + center_weight * L_center``, reporting each component.
+      + center_weight * L_center + distill_weight * L_distill``, reporting each component.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ from .schema import (
 )
 
 ID_LOSSES = ("ce", "amsoftmax")
-PART_NAMES = ("id", "attribute", "triplet", "center", "total")  # MultiTaskLoss.terms order
+PART_NAMES = ("id", "attribute", "triplet", "center", "distill", "total")  # MultiTaskLoss.terms order
 ATTRIBUTE_WEIGHTINGS = ("none", "exp", "frequency")
 _MIN_RATIO = 1e-3  # ratios are clamped into [_MIN_RATIO, 1 - _MIN_RATIO] before weighting
 
@@ -334,11 +340,59 @@ def weighted_bce(
 
 
 # ---------------------------------------------------------------------------------------------
+# Distillation
+
+
+def teacher_probabilities(
+    id_logits: torch.Tensor | None, attribute_logits: torch.Tensor, attribute_form: str, temperature: float
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A teacher's soft targets: ``softmax(id_logits / T)`` ``(B, num_ids)`` (None without
+    identity logits) and its attribute probabilities ``(B, A)`` at ``T = 1``: a softmax per
+    group (groups form) or a sigmoid per column (binary form)."""
+    check_form(attribute_form)
+    ids = None if id_logits is None else F.softmax(id_logits.float() / temperature, dim=1)
+    attribute_logits = attribute_logits.float()
+    if attribute_form == "binary":
+        return ids, attribute_logits.sigmoid()
+    return ids, torch.cat([F.softmax(attribute_logits[:, sl], dim=1) for sl in GROUP_SLICES], dim=1)
+
+
+def distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``T^2 * mean_i KL(p_i || softmax(s_i / T))``: the soft-target loss of Hinton et al.
+
+    The ``T^2`` keeps its gradients on the scale of a hard cross-entropy's whatever ``T``.
+
+    Args:
+        student_logits: ``(B, C)``.
+        teacher_probs: ``(B, C)`` rows summing to 1 (the teacher's softmax at the same ``T``).
+    """
+    with fp32(student_logits):
+        log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
+        p = teacher_probs.float()
+        kl = (torch.special.xlogy(p, p) - p * log_q).sum(dim=1)  # (B,); 0 log 0 = 0
+    return temperature**2 * kl.mean()
+
+
+def attribute_distillation(student_logits: torch.Tensor, teacher_probs: torch.Tensor, attribute_form: str) -> torch.Tensor:
+    """The attribute soft-target loss at ``T = 1``: groups form, the mean over the 12 groups of
+    :func:`distillation_kl`; binary form, the mean Bernoulli KL over the rows and 30 columns."""
+    check_form(attribute_form)
+    if attribute_form == "groups":
+        return sum(distillation_kl(student_logits[:, sl], teacher_probs[:, sl]) for sl in GROUP_SLICES) / NUM_GROUPS
+    with fp32(student_logits):
+        p = teacher_probs.float()
+        cross = F.binary_cross_entropy_with_logits(student_logits.float(), p, reduction="none")  # -p log q - (1-p) log(1-q)
+        entropy = -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+        return (cross - entropy).mean()
+
+
+# ---------------------------------------------------------------------------------------------
 # Multi-task loss
 
 
 class MultiTaskLoss(nn.Module):
-    """``total = alpha*L_attr + (1-alpha)*L_id + triplet_weight*L_tri + center_weight*L_center``.
+    """``total = alpha*L_attr + (1-alpha)*L_id + triplet_weight*L_tri + center_weight*L_center
+    + distill_weight*L_distill``.
 
     Args:
         alpha: attribute weight in [0, 1].
@@ -354,8 +408,11 @@ class MultiTaskLoss(nn.Module):
             ``"frequency"`` (:func:`frequency_weights`); the groups form uses the matching
             :func:`group_class_weights`. Needs ``positive_ratios``.
         positive_ratios: ``(30,)`` training-set ratios from :func:`positive_ratios`.
+        distill_weight, distill_temperature: the soft-target term ``L_distill = (1-alpha) *
+            distillation_kl(id_logits, teacher ids, T) + alpha * attribute_distillation(...)``
+            against the targets given to :meth:`set_teacher_targets`; off when the weight is 0.
 
-    ``forward(outputs, pids, attributes) -> (total, parts)``:
+    ``forward(outputs, pids, attributes, index=None) -> (total, parts)``:
         * ``outputs["id_logits"]``: ``(B, num_ids)``, a list of them (part classifiers: the mean
           of the part losses), or absent/None (attribute-only: ``L_id = 0``).
         * ``outputs["attribute_logits"]``: ``(B, A)`` or a list of them (ALM deep supervision:
@@ -363,7 +420,9 @@ class MultiTaskLoss(nn.Module):
         * ``outputs["features"]``: ``(B, D)``, needed by triplet and center terms.
         * ``pids``: ``(B,)`` int64 training labels (negative = unknown, ignored by the id and
           center losses); ``attributes``: ``(B, 12)`` groups form, ``-1`` ignored.
-        * ``parts``: floats ``"id"``, ``"attribute"``, ``"triplet"``, ``"center"``, ``"total"``
+        * ``index``: ``(B,)`` rows of the teacher targets (the batch's training-set indices),
+          needed by the distillation term.
+        * ``parts``: floats ``"id"``, ``"attribute"``, ``"triplet"``, ``"center"``, ``"distill"``, ``"total"``
           (unweighted components; disabled ones are 0). A component whose weight is 0 is
           reported but not added, so it sends no gradient.
     """
@@ -383,6 +442,8 @@ class MultiTaskLoss(nn.Module):
         feat_dim: int | None = None,
         attribute_weighting: str = "none",
         positive_ratios: torch.Tensor | Sequence[float] | None = None,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 4.0,
     ):
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
@@ -392,8 +453,11 @@ class MultiTaskLoss(nn.Module):
             raise ConfigError(f"id_loss must be one of {ID_LOSSES}, got {id_loss!r}")
         if attribute_weighting not in ATTRIBUTE_WEIGHTINGS:
             raise ConfigError(f"attribute_weighting must be one of {ATTRIBUTE_WEIGHTINGS}, got {attribute_weighting!r}")
-        if triplet_weight < 0 or center_weight < 0:
-            raise ConfigError(f"loss weights must be >= 0, got triplet_weight={triplet_weight}, center_weight={center_weight}")
+        if triplet_weight < 0 or center_weight < 0 or distill_weight < 0:
+            raise ConfigError(f"loss weights must be >= 0, got triplet_weight={triplet_weight}, "
+                              f"center_weight={center_weight}, distill_weight={distill_weight}")
+        if distill_temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0, got {distill_temperature}")
         self.alpha = alpha
         self.attribute_form = attribute_form
         self.id_loss = id_loss
@@ -422,6 +486,17 @@ class MultiTaskLoss(nn.Module):
         else:
             self.register_buffer("pos_weights", None)
             self.register_buffer("neg_weights", None)
+        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        # recomputed from the teachers by every run: not part of the checkpoint
+        self.register_buffer("teacher_id_probs", None, persistent=False)
+        self.register_buffer("teacher_attribute_probs", None, persistent=False)
+
+    def set_teacher_targets(self, id_probs: torch.Tensor | None, attribute_probs: torch.Tensor) -> None:
+        """The distillation targets of every training image, rows in dataset order:
+        ``(N, num_ids)`` identity probabilities at ``distill_temperature`` (or None) and
+        ``(N, A)`` attribute probabilities (:func:`teacher_probabilities`), on the loss's device."""
+        self.teacher_id_probs = None if id_probs is None else id_probs.float()
+        self.teacher_attribute_probs = attribute_probs.float()
 
     # -- components -------------------------------------------------------------------------
     def _id_term(self, logits: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
@@ -437,8 +512,24 @@ class MultiTaskLoss(nn.Module):
             weights = [getattr(self, f"class_weights_{g}") for g in range(NUM_GROUPS)]
         return grouped_cross_entropy(logits, attributes, weights)
 
-    def terms(self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(total, (5,) detached tensor of the parts in PART_NAMES order)``, on the device:
+    def _distill_term(self, id_logits, attribute_logits, index: torch.Tensor | None, zero: torch.Tensor) -> torch.Tensor:
+        if index is None or self.teacher_attribute_probs is None:
+            raise ValueError("distill_weight > 0 needs set_teacher_targets() and the batch's training-set indices")
+        l_id = l_attr = zero
+        if id_logits is not None and self.teacher_id_probs is not None:
+            target = self.teacher_id_probs.index_select(0, index)
+            parts = id_logits if isinstance(id_logits, (list, tuple)) else [id_logits]
+            l_id = sum(distillation_kl(p, target, self.distill_temperature) for p in parts) / len(parts)
+        if attribute_logits is not None:
+            target = self.teacher_attribute_probs.index_select(0, index)
+            branches = attribute_logits if isinstance(attribute_logits, (list, tuple)) else [attribute_logits]
+            l_attr = sum(attribute_distillation(b, target, self.attribute_form) for b in branches) / len(branches)
+        return (1.0 - self.alpha) * l_id + self.alpha * l_attr
+
+    def terms(
+        self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(total, (6,) detached tensor of the parts in PART_NAMES order)``, on the device:
         the training loop sums them there and reads them once per log step."""
         id_logits = outputs.get("id_logits")
         attribute_logits = outputs.get("attribute_logits")
@@ -465,6 +556,9 @@ class MultiTaskLoss(nn.Module):
             if features is None:
                 raise ValueError("center_weight > 0 needs outputs['features'] (B, D)")
             l_center = self.center_loss(features, pids)
+        l_distill = zero
+        if self.distill_weight > 0:
+            l_distill = self._distill_term(id_logits, attribute_logits, index, zero)
 
         total = zero
         for weight, term in (
@@ -472,20 +566,21 @@ class MultiTaskLoss(nn.Module):
             (1.0 - self.alpha, l_id),
             (self.triplet_weight, l_tri),
             (self.center_weight, l_center),
+            (self.distill_weight, l_distill),
         ):
             if weight > 0:
                 total = total + weight * term
-        return total, torch.stack([l_id, l_attr, l_tri, l_center, total]).detach().float()
+        return total, torch.stack([l_id, l_attr, l_tri, l_center, l_distill, total]).detach().float()
 
     def forward(
-        self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor
+        self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        total, terms = self.terms(outputs, pids, attributes)
+        total, terms = self.terms(outputs, pids, attributes, index)
         return total, dict(zip(PART_NAMES, terms.cpu().tolist()))
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, attribute_form={self.attribute_form!r}, id_loss={self.id_loss!r}, "
             f"triplet_weight={self.triplet_weight}, center_weight={self.center_weight}, "
-            f"attribute_weighting={self.attribute_weighting!r}"
+            f"attribute_weighting={self.attribute_weighting!r}, distill_weight={self.distill_weight}"
         )

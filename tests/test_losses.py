@@ -209,7 +209,8 @@ def test_multitask_components_sum_to_total():
     assert parts["id"] == pytest.approx(losses.identity_cross_entropy(out["id_logits"], PIDS, 0.1).item())
     assert parts["attribute"] == pytest.approx(losses.grouped_cross_entropy(out["attribute_logits"], groups).item())
     assert parts["triplet"] == pytest.approx(losses.batch_hard_triplet_loss(out["features"], PIDS, 0.3).item())
-    assert set(parts) == {"id", "attribute", "triplet", "center", "total"}
+    assert set(parts) == {"id", "attribute", "triplet", "center", "distill", "total"}
+    assert parts["distill"] == 0.0  # no teacher
     total.backward()
     assert criterion.center_loss.centers.grad is not None
 

@@ -6,10 +6,11 @@
      "pid": int,                       # pid_to_label[record.pid] if a mapping is given, else record.pid
      "camid": int,                     # 0-based, -1 unknown
      "attributes": LongTensor (12,),   # groups form, -1 where unknown
-     "path": str}
+     "path": str,
+     "index": int}                     # i (the training loop's distillation targets are rows)
 
 The default collate turns a batch into ``image (B, 3, H, W)``, ``pid (B,)`` int64,
-``camid (B,)`` int64, ``attributes (B, 12)`` int64 and a list of paths.
+``camid (B,)`` int64, ``attributes (B, 12)`` int64, a list of paths and ``index (B,)`` int64.
 
 Optional cache (``cache=True``): decoded images are kept as one ``uint8`` tensor
 ``(N, 3, H, W)``, resized once to ``image_size`` (default: the first image's size, e.g.
@@ -227,4 +228,5 @@ class ReidDataset(torch.utils.data.Dataset):
             "camid": int(record.camid),
             "attributes": torch.tensor(record.attributes, dtype=torch.int64),
             "path": str(record.path),
+            "index": i,
         }

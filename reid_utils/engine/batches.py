@@ -1,7 +1,8 @@
 """Training batches for the engine: which images go together, and how they are augmented.
 
 Two interchangeable sources, both yielding per epoch dicts ``{"image": float (B, 3, H, W) on the
-device, "pid": int64 (B,) training labels, "attributes": int64 (B, 12)}``:
+device, "pid": int64 (B,) training labels, "attributes": int64 (B, 12), "index": int64 (B,)}``
+(``index``: the images' rows in the training set, for the distillation targets):
 
 * :class:`TensorBatches` (``cache_images=True``, the fast path): every training image is
   decoded once into a ``uint8`` tensor ``(N, 3, H, W)`` (on the GPU when there is one), and
@@ -126,6 +127,7 @@ class TensorBatches:
                 "image": images.contiguous(memory_format=self.memory_format),
                 "pid": self.labels.index_select(0, index),
                 "attributes": self.attributes.index_select(0, index),
+                "index": index,
             }
         self.sampler.set_epoch(epoch + 1)
 
@@ -162,6 +164,7 @@ class LoaderBatches:
                 "image": self.fp.to_device(batch["image"]),
                 "pid": batch["pid"].to(self.fp.device, non_blocking=True),
                 "attributes": batch["attributes"].to(self.fp.device, non_blocking=True),
+                "index": batch["index"].to(self.fp.device, non_blocking=True),
             }
         self.sampler.set_epoch(epoch + 1)
 

@@ -15,6 +15,7 @@ epoch by ``cfg.early_stopping_metric``, reloaded into the model at the end),
 
 The history is a dict of lists, one value per epoch: ``epoch``, ``lr``, ``train_loss``,
 ``train_id_loss``, ``train_attribute_loss``, ``train_triplet_loss``, ``train_center_loss``,
+``train_distill_loss``,
 ``train_images_per_second``, ``epoch_seconds`` and, with validation, ``val_loss``, ``mAP``,
 ``rank1``, ``rank5``, ``mINP``, ``course_mAP``, ``course_rank1``, ``attribute_accuracy``,
 ``attribute_accuracy_<group>`` for the 12 groups, ``mA`` and ``score``. Metrics are fractions
@@ -44,7 +45,7 @@ from .inference import CachedImages, extract, split_features
 from .optim import LRSchedule
 from .runtime import FastPath, autocast, fast_path as make_fast_path, unwrap_model
 
-LOSS_PARTS = ("id", "attribute", "triplet", "center")
+LOSS_PARTS = ("id", "attribute", "triplet", "center", "distill")
 
 
 #: Steps between host reads of the loss on CUDA (see :func:`train_one_epoch`).
@@ -89,9 +90,10 @@ def train_one_epoch(
 
     Args:
         batches: iterable of dicts ``{"image": (B, 3, H, W), "pid": (B,) labels,
-            "attributes": (B, 12)}`` (a :mod:`~reid_utils.engine.batches` source's ``epoch(e)``
+            "attributes": (B, 12)}`` and optionally ``"index": (B,)`` training-set indices (a :mod:`~reid_utils.engine.batches` source's ``epoch(e)``
             or a DataLoader over a ReidDataset).
-        loss_fn: ``loss_fn(outputs, pids, attributes) -> (total, parts)`` (MultiTaskLoss).
+        loss_fn: ``loss_fn.terms(outputs, pids, attributes, index)`` -> ``(total, parts)``
+            (MultiTaskLoss).
         epoch: 0-based, for messages and the progress bar.
         schedule: sets the learning rate before every step from the global step
             ``start_step + step``.
@@ -105,7 +107,7 @@ def train_one_epoch(
             times the first steps with it).
 
     Returns:
-        ``{"loss", "id", "attribute", "triplet", "center"}`` (means per image), ``"lr"`` (of
+        ``{"loss", "id", "attribute", "triplet", "center", "distill"}`` (means per image), ``"lr"`` (of
         the last step), ``"steps"``, ``"images"``, ``"seconds"`` and ``"images_per_second"``.
 
     Raises:
@@ -135,9 +137,11 @@ def train_one_epoch(
             images = fast_path.to_device(batch["image"])
             pids = batch["pid"].to(fast_path.device, non_blocking=True)
             attributes = batch["attributes"].to(fast_path.device, non_blocking=True)
+            index = batch.get("index")  # rows of the distillation targets
+            index = None if index is None else index.to(fast_path.device, non_blocking=True)
             with autocast(fast_path):
                 outputs = model(images)
-                loss, terms = loss_fn.terms(outputs, pids, attributes)  # terms: (5,) on the device
+                loss, terms = loss_fn.terms(outputs, pids, attributes, index)  # terms: (6,) on the device
             batch_size = images.shape[0]
             sums += terms * batch_size
             if (step + 1) % log_every == 0 or step + 1 == total:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data import load_dataset, load_split, make_split, resolve_data_root, save_split
+from ..data import load_dataset, load_image_tensor, load_split, make_split, resolve_data_root, save_split
 from ..errors import CheckpointError, ConfigError, ReidError, TrainingError
 from ..io import atomic_write_text, ensure_dir
 from ..losses import MultiTaskLoss, positive_ratios
@@ -31,6 +31,7 @@ from . import loop
 from .batches import make_train_batches
 from .budget import DEFAULT_NUM_EPOCHS, WARM_STEPS, EpochPlanner
 from .checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distill import teacher_targets
 from .inference import CachedImages
 from .loop import LOSS_PARTS
 from .optim import EarlyStopping, LRSchedule, build_optimizer, optimizer_kind
@@ -213,6 +214,8 @@ class TrainingRun:
         self.train_model = maybe_compile(self.train_model, fp)
 
         self.batches = make_train_batches(cfg, self.split, fp, info, progress=self.verbose)
+        if cfg.teacher_paths and cfg.distill_weight > 0:
+            self._distillation_targets()
         self.steps_per_epoch = min(len(self.batches), cfg.max_steps) if cfg.max_steps else len(self.batches)
         self.planner = None
         if ckpt is not None and cfg.max_minutes and ckpt.get("planned_epochs"):
@@ -255,6 +258,19 @@ class TrainingRun:
             f"{len(self.split.val_query)} queries / {len(self.split.val_gallery)} gallery | {fp.describe()} | "
             f"{self.steps_per_epoch} steps of {cfg.batch_size} per epoch | out_dir {self.out_dir}"
         )
+
+    def _distillation_targets(self) -> None:
+        """The teachers' soft targets for every training image (inside the time budget)."""
+        cfg, fp, start = self.cfg, self.fp, time.monotonic()
+        images = getattr(self.batches, "images", None)
+        if images is None:  # the DataLoader path decodes per epoch: decode once more here
+            images = load_image_tensor(self.split.train, image_size=(cfg.height, cfg.width))
+        form = unwrap_model(self.model).attribute_form
+        ids, attributes = teacher_targets(cfg, images, self.split.pid_to_label, form, fp)
+        self.loss_fn.set_teacher_targets(ids.to(fp.device), attributes.to(fp.device))
+        self.log(f"distillation: soft targets of {len(cfg.teacher_paths)} teacher(s) for {len(images)} training "
+                 f"images in {time.monotonic() - start:.0f} s (weight {cfg.distill_weight}, "
+                 f"identity temperature {cfg.distill_temperature})")
 
     def _restore_training_state(self, ckpt: dict) -> None:
         cfg = self.cfg
@@ -363,7 +379,8 @@ def make_losses(cfg: TrainConfig, model: nn.Module, train_records) -> tuple[nn.M
         am_scale=cfg.am_scale, am_margin=cfg.am_margin, triplet_weight=cfg.triplet_weight,
         triplet_margin=cfg.triplet_margin, center_weight=cfg.center_weight, num_ids=unwrap_model(model).num_ids,
         feat_dim=_feature_dim(unwrap_model(model), cfg), attribute_weighting=cfg.attribute_weighting,
-        positive_ratios=ratios,
+        positive_ratios=ratios, distill_weight=cfg.distill_weight if cfg.teacher_paths else 0.0,
+        distill_temperature=cfg.distill_temperature,
     )
     val_loss_fn = MultiTaskLoss(alpha=1.0, attribute_form=form, attribute_weighting=cfg.attribute_weighting,
                                 positive_ratios=ratios)

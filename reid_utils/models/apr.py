@@ -193,7 +193,7 @@ class APRNet(nn.Module):
             return attribute_logits.sigmoid()
         return torch.cat([attribute_logits[:, s].softmax(dim=1) for s in self.slices], dim=1)
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def _heads(self, x: torch.Tensor) -> dict:
         # C = trunk.out_channels (512 for ResNet-18/34, 2048 for ResNet-50), D = bottleneck_dim,
         # A = attribute logits (41 groups / 30 binary), K = attributes (12 / 30)
         fmap = self.trunk(x)  # (B, C, h, w)
@@ -201,10 +201,27 @@ class APRNet(nn.Module):
         normalised, f = self.bottleneck(pooled)  # (B, D) each
         attribute_logits = self.attribute_logits(fmap, f)  # (B, A)
         reweighted, arm_weights = self.arm(self.attribute_probabilities(attribute_logits))  # (B, A), (B, K)
-        embedding = torch.cat([normalised, reweighted], dim=1)  # (B, D + A), for retrieval
+        return {"pooled": pooled, "normalised": normalised, "f": f, "attribute_logits": attribute_logits,
+                "reweighted": reweighted, "arm_weights": arm_weights}
+
+    def _id_logits(self, heads: dict) -> torch.Tensor | None:
+        if self.classifier is None:
+            return None
+        return self.classifier(torch.cat([heads["f"], heads["reweighted"]], dim=1))  # (B, num_ids)
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(id_logits (B, num_ids), attribute_logits (B, A))`` in either mode: in eval mode
+        (dropout off, BatchNorm statistics frozen) they are a distillation teacher's outputs."""
+        heads = self._heads(x)
+        return self._id_logits(heads), heads["attribute_logits"]
+
+    def forward(self, x: torch.Tensor) -> dict:
+        heads = self._heads(x)
+        pooled, attribute_logits, arm_weights = heads["pooled"], heads["attribute_logits"], heads["arm_weights"]
+        embedding = torch.cat([heads["normalised"], heads["reweighted"]], dim=1)  # (B, D + A), for retrieval
         if not self.training:
             return {"embedding": embedding, "attribute_logits": attribute_logits, "arm_weights": arm_weights}
-        id_logits = self.classifier(torch.cat([f, reweighted], dim=1)) if self.classifier is not None else None
+        id_logits = self._id_logits(heads)
         return {
             # BNNeck-style: the metric losses (triplet, center) see the pooled trunk feature
             "features": pooled,

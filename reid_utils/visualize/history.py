@@ -43,7 +43,7 @@ def plot_history(history: dict, path: str | os.PathLike | None = None, title: st
 
     ax = axes[0]
     curve(ax, "train_loss", "train total", lw=2)
-    for part in ("id", "attribute", "triplet", "center"):
+    for part in ("id", "attribute", "triplet", "center", "distill"):
         values = history.get(f"train_{part}_loss")
         if values and np.nanmax(np.abs(np.asarray(values, dtype=float))) > 0:
             curve(ax, f"train_{part}_loss", f"train {part}")
