@@ -162,9 +162,11 @@ def teacher_run(tiny_course_root, tmp_path_factory):
     return out
 
 
-def test_a_student_trains_on_its_teachers_targets(tiny_course_root, teacher_run, tmp_path):
+@pytest.mark.parametrize("cache_images", [True, False])  # on-tensor batches and the DataLoader's
+def test_a_student_trains_on_its_teachers_targets(tiny_course_root, teacher_run, tmp_path, cache_images):
     teacher = str(teacher_run / "best.pt")
-    history = main(**_smoke(tiny_course_root, tmp_path / "student", teachers=f"{teacher},{teacher}"))
+    history = main(**_smoke(tiny_course_root, tmp_path / "student", teachers=f"{teacher},{teacher}",
+                            cache_images=cache_images))
     assert all(v > 0 for v in history["train_distill_loss"])
     assert all(v == 0 for v in main(**_smoke(tiny_course_root, tmp_path / "plain"))["train_distill_loss"])
     # the student's checkpoint remembers where its targets came from; the targets are not in it

@@ -36,7 +36,9 @@ Forward contract:
   feature, before the bottleneck, on which the metric losses (triplet, center) act, as in
   BNNeck (a triplet loss on the dropout-regularised embedding fights the identity
   classifier);
-* eval: ``{"embedding": (B, 553), "attribute_logits": (B, 41), "arm_weights": (B, 12)}``.
+* eval: ``{"embedding": (B, 553), "attribute_logits": (B, 41), "arm_weights": (B, 12)}``;
+* ``logits(x)``: ``(id_logits, attribute_logits)`` in either mode (a distillation teacher's
+  outputs, :mod:`reid_utils.engine.distill`).
 
 With ``attribute_form="binary"`` the 12 classifiers become one ``Linear(512, 30)`` for the
 30 binary attributes, ``p`` are their sigmoids and the ARM weighs the 30 attributes.
