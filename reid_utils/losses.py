@@ -15,18 +15,14 @@ Attributes (targets are always the ``(B, 12)`` groups form, ``-1`` = unknown and
     * :func:`grouped_cross_entropy`: a softmax cross-entropy per group over ``(B, 41)`` logits
       (APR-Net), optionally class-weighted.
     * :func:`weighted_bce`: BCE over the ``(B, 30)`` binary form with per-column positive and
-      negative weights; :func:`exp_weights` (DeepMAR / ALM) and :func:`frequency_weights`.
+      negative weights; :func:`exp_weights` (DeepMAR / ALM) and :func:`frequency_weights`
+      (in :mod:`reid_utils.attribute_weights`, imported here).
     * :func:`positive_ratios`: the ``(30,)`` positive ratio of every binary column.
-
-Distillation (Hinton et al. 2015)
-    * :func:`teacher_probabilities`: a teacher's soft targets, identities at a temperature,
-      attributes as probabilities.
-    * :func:`distillation_kl`: ``T^2 * KL(teacher || softmax(student / T))``;
-      :func:`attribute_distillation`: the same per attribute group (or per binary column).
 
 Multi-task
     * :class:`MultiTaskLoss`: ``alpha * L_attr + (1 - alpha) * L_id + triplet_weight * L_tri
-      + center_weight * L_center + distill_weight * L_distill``, reporting each component.
+      + center_weight * L_center + distill_weight * L_distill`` (:mod:`reid_utils.distillation`),
+      reporting each component.
 """
 from __future__ import annotations
 
@@ -38,12 +34,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attribute_weights import exp_weights, frequency_weights, group_class_weights
+from .distillation import distillation_loss
 from .errors import ConfigError
 from .schema import (
     BINARY_COLUMN_CLASS,
     BINARY_COLUMN_GROUP,
     GROUP_SLICES,
-    GROUPS,
     NUM_BINARY,
     NUM_GROUP_LOGITS,
     NUM_GROUPS,
@@ -53,7 +50,6 @@ from .schema import (
 ID_LOSSES = ("ce", "amsoftmax")
 PART_NAMES = ("id", "attribute", "triplet", "center", "distill", "total")  # MultiTaskLoss.terms order
 ATTRIBUTE_WEIGHTINGS = ("none", "exp", "frequency")
-_MIN_RATIO = 1e-3  # ratios are clamped into [_MIN_RATIO, 1 - _MIN_RATIO] before weighting
 
 
 
@@ -227,63 +223,6 @@ def positive_ratios(groups_targets: torch.Tensor | np.ndarray) -> torch.Tensor:
     return ((targets * mask).sum(dim=0) / counts).float()
 
 
-def _clamped(ratios: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(ratios, dtype=torch.float32).clamp(_MIN_RATIO, 1 - _MIN_RATIO)
-
-
-def exp_weights(ratios: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepMAR / ALM weights from positive ratios ``a`` ``(30,)``: ``(exp(1 - a), exp(a))``.
-
-    This is the weighted sigmoid cross-entropy as released with ALM (Tang et al. 2019, weight
-    ``exp(y + (1 - 2y) a)``) and with the DeepMAR code (Li et al. 2015): a positive label of
-    attribute ``j`` weighs ``exp(1 - a_j)``, a negative one ``exp(a_j)``. The papers print the
-    compact ``exp(-a_j / sigma^2)``; the two-sided form is what their code trains with and it
-    keeps rare positives from being swamped (``w_pos / w_neg = e^(1 - 2a)``).
-    """
-    a = _clamped(ratios)
-    return torch.exp(1 - a), torch.exp(a)
-
-
-def frequency_weights(ratios: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse-frequency ("balanced") weights: ``(1 / (2a), 1 / (2(1 - a)))``.
-
-    Positives and negatives of each attribute then carry the same total weight
-    (``N a * 1/(2a) = N (1-a) * 1/(2(1-a)) = N/2``), as scikit-learn's ``class_weight="balanced"``.
-    """
-    a = _clamped(ratios)
-    return 1 / (2 * a), 1 / (2 * (1 - a))
-
-
-def group_class_frequencies(ratios: torch.Tensor) -> list[torch.Tensor]:
-    """``(30,)`` binary positive ratios -> 12 ``(C_g,)`` class frequencies of the groups form.
-
-    Binary groups: ``[1 - a, a]``; colours: the colour ratios plus ``multicolour = 1 - sum``.
-    """
-    r = torch.as_tensor(ratios, dtype=torch.float32)
-    binaries = [torch.stack([1 - r[j], r[j]]) for j in range(4, 13)]
-    up, down = r[13:21], r[21:30]
-    return [
-        r[0:4],
-        *binaries,
-        torch.cat([up, (1 - up.sum()).clamp_min(0)[None]]),
-        torch.cat([down, (1 - down.sum()).clamp_min(0)[None]]),
-    ]
-
-
-def group_class_weights(ratios: torch.Tensor, weighting: str) -> list[torch.Tensor]:
-    """Per-group class weights for :func:`grouped_cross_entropy`, consistent with the binary form.
-
-    ``"exp"``: ``w_c = exp(1 - f_c)`` (for a binary group: ``exp(1 - a)`` / ``exp(a)`` as in
-    :func:`exp_weights`); ``"frequency"``: ``w_c = 1 / (C_g f_c)``, where ``f_c`` is the class
-    frequency.
-    """
-    weights = []
-    for freq, group in zip(group_class_frequencies(ratios), GROUPS):
-        f = _clamped(freq)
-        weights.append(torch.exp(1 - f) if weighting == "exp" else 1 / (group.num_classes * f))
-    return weights
-
-
 def grouped_cross_entropy(
     logits: torch.Tensor, groups_targets: torch.Tensor, class_weights: Sequence[torch.Tensor] | None = None
 ) -> torch.Tensor:
@@ -337,53 +276,6 @@ def weighted_bce(
         w = targets * pos_weights.to(logits.device) + (1 - targets) * neg_weights.to(logits.device)
         loss = loss * w
     return (loss * mask).sum() / mask.sum().clamp_min(1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Distillation
-
-
-def teacher_probabilities(
-    id_logits: torch.Tensor | None, attribute_logits: torch.Tensor, attribute_form: str, temperature: float
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """A teacher's soft targets: ``softmax(id_logits / T)`` ``(B, num_ids)`` (None without
-    identity logits) and its attribute probabilities ``(B, A)`` at ``T = 1``: a softmax per
-    group (groups form) or a sigmoid per column (binary form)."""
-    check_form(attribute_form)
-    ids = None if id_logits is None else F.softmax(id_logits.float() / temperature, dim=1)
-    attribute_logits = attribute_logits.float()
-    if attribute_form == "binary":
-        return ids, attribute_logits.sigmoid()
-    return ids, torch.cat([F.softmax(attribute_logits[:, sl], dim=1) for sl in GROUP_SLICES], dim=1)
-
-
-def distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``T^2 * mean_i KL(p_i || softmax(s_i / T))``: the soft-target loss of Hinton et al.
-
-    The ``T^2`` keeps its gradients on the scale of a hard cross-entropy's whatever ``T``.
-
-    Args:
-        student_logits: ``(B, C)``.
-        teacher_probs: ``(B, C)`` rows summing to 1 (the teacher's softmax at the same ``T``).
-    """
-    with fp32(student_logits):
-        log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
-        p = teacher_probs.float()
-        kl = (torch.special.xlogy(p, p) - p * log_q).sum(dim=1)  # (B,); 0 log 0 = 0
-    return temperature**2 * kl.mean()
-
-
-def attribute_distillation(student_logits: torch.Tensor, teacher_probs: torch.Tensor, attribute_form: str) -> torch.Tensor:
-    """The attribute soft-target loss at ``T = 1``: groups form, the mean over the 12 groups of
-    :func:`distillation_kl`; binary form, the mean Bernoulli KL over the rows and 30 columns."""
-    check_form(attribute_form)
-    if attribute_form == "groups":
-        return sum(distillation_kl(student_logits[:, sl], teacher_probs[:, sl]) for sl in GROUP_SLICES) / NUM_GROUPS
-    with fp32(student_logits):
-        p = teacher_probs.float()
-        cross = F.binary_cross_entropy_with_logits(student_logits.float(), p, reduction="none")  # -p log q - (1-p) log(1-q)
-        entropy = -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
-        return (cross - entropy).mean()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,20 +404,6 @@ class MultiTaskLoss(nn.Module):
             weights = [getattr(self, f"class_weights_{g}") for g in range(NUM_GROUPS)]
         return grouped_cross_entropy(logits, attributes, weights)
 
-    def _distill_term(self, id_logits, attribute_logits, index: torch.Tensor | None, zero: torch.Tensor) -> torch.Tensor:
-        if index is None or self.teacher_attribute_probs is None:
-            raise ValueError("distill_weight > 0 needs set_teacher_targets() and the batch's training-set indices")
-        l_id = l_attr = zero
-        if id_logits is not None and self.teacher_id_probs is not None:
-            target = self.teacher_id_probs.index_select(0, index)
-            parts = id_logits if isinstance(id_logits, (list, tuple)) else [id_logits]
-            l_id = sum(distillation_kl(p, target, self.distill_temperature) for p in parts) / len(parts)
-        if attribute_logits is not None:
-            target = self.teacher_attribute_probs.index_select(0, index)
-            branches = attribute_logits if isinstance(attribute_logits, (list, tuple)) else [attribute_logits]
-            l_attr = sum(attribute_distillation(b, target, self.attribute_form) for b in branches) / len(branches)
-        return (1.0 - self.alpha) * l_id + self.alpha * l_attr
-
     def terms(
         self, outputs: dict, pids: torch.Tensor, attributes: torch.Tensor, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -558,7 +436,11 @@ class MultiTaskLoss(nn.Module):
             l_center = self.center_loss(features, pids)
         l_distill = zero
         if self.distill_weight > 0:
-            l_distill = self._distill_term(id_logits, attribute_logits, index, zero)
+            if index is None or self.teacher_attribute_probs is None:
+                raise ValueError("distill_weight > 0 needs set_teacher_targets() and the batch's training-set indices")
+            l_distill = distillation_loss(
+                id_logits, attribute_logits, self.teacher_id_probs, self.teacher_attribute_probs, index, self.alpha,
+                self.distill_temperature, self.attribute_form, zero)
 
         total = zero
         for weight, term in (

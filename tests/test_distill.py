@@ -11,14 +11,8 @@ from reid_utils.config import TrainConfig
 from reid_utils.engine import main
 from reid_utils.engine.checkpoint import load_checkpoint, save_checkpoint
 from reid_utils.errors import ConfigError
-from reid_utils.losses import (
-    MultiTaskLoss,
-    attribute_distillation,
-    distillation_kl,
-    grouped_cross_entropy,
-    identity_cross_entropy,
-    teacher_probabilities,
-)
+from reid_utils.distillation import attribute_distillation, distillation_kl, teacher_probabilities
+from reid_utils.losses import MultiTaskLoss, grouped_cross_entropy, identity_cross_entropy
 from reid_utils.models import build_model_from_config
 from reid_utils.schema import GROUP_SLICES, NUM_BINARY, NUM_GROUP_LOGITS
 

@@ -328,7 +328,7 @@ def test_dataset_items_and_collate(course):
     pid_to_label = {6: 0, 9: 1, 11: 2}
     dataset = ReidDataset(index.train, build_transforms(64, 32, train=False), pid_to_label)
     item = dataset[4]
-    assert set(item) == {"image", "pid", "camid", "attributes", "path"}
+    assert set(item) == {"image", "pid", "camid", "attributes", "path", "index"} and item["index"] == 4
     assert item["image"].shape == (3, 64, 32) and item["image"].dtype == torch.float32
     assert (item["pid"], item["camid"]) == (1, 0) and item["path"].endswith("0009_c1_000009000.jpg")
     assert item["attributes"].dtype == torch.int64 and item["attributes"].shape == (12,)
@@ -336,6 +336,7 @@ def test_dataset_items_and_collate(course):
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=5)))
     assert batch["image"].shape == (5, 3, 64, 32) and batch["pid"].dtype == torch.int64
     assert batch["attributes"].shape == (5, 12) and len(batch["path"]) == 5
+    assert batch["index"].tolist() == [0, 1, 2, 3, 4]
     assert ReidDataset(index.train)[4]["pid"] == 9  # without a mapping: the original pid
     with pytest.raises(KeyError, match=r"person id\(s\) \[11\] are not in pid_to_label"):
         ReidDataset(index.train, pid_to_label={6: 0, 9: 1})

@@ -99,8 +99,8 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tiny_cou
     real_terms = MultiTaskLoss.terms
     calls = {"n": 0}
 
-    def poisoned(self, outputs, pids, attributes):
-        total, terms = real_terms(self, outputs, pids, attributes)
+    def poisoned(self, outputs, pids, attributes, index=None):
+        total, terms = real_terms(self, outputs, pids, attributes, index)
         if outputs.get("id_logits") is not None:  # training steps only
             calls["n"] += 1
             if calls["n"] == 4 + 2:  # epoch 2 (4 steps per epoch), step 2

@@ -19,7 +19,7 @@ import torch
 from ..config import TrainConfig
 from ..data import normalize_batch
 from ..errors import ConfigError
-from ..losses import teacher_probabilities
+from ..distillation import teacher_probabilities
 from .checkpoint import load_model_from_checkpoint
 from .runtime import FastPath, autocast
 
