@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from reid_utils.config import TrainConfig
+from reid_utils.distillation import attribute_distillation, distillation_kl, teacher_probabilities
 from reid_utils.engine import main
 from reid_utils.engine.checkpoint import load_checkpoint, save_checkpoint
 from reid_utils.errors import ConfigError
-from reid_utils.distillation import attribute_distillation, distillation_kl, teacher_probabilities
 from reid_utils.losses import MultiTaskLoss, grouped_cross_entropy, identity_cross_entropy
 from reid_utils.models import build_model_from_config
 from reid_utils.schema import GROUP_SLICES, NUM_BINARY, NUM_GROUP_LOGITS
@@ -183,8 +183,12 @@ def test_teachers_that_cannot_teach_fail_naming_the_file(tiny_course_root, teach
     big_cfg = TrainConfig.from_overrides(**{**_smoke(tiny_course_root, tmp_path / "x"), "height": 128, "width": 64})
     wrong_size = save_checkpoint(tmp_path / "size.pt", build_model_from_config(big_cfg, len(pid_to_label)), big_cfg,
                                  pid_to_label)
+    # an AM-Softmax teacher (cosine logits)
+    am_cfg = TrainConfig.from_overrides(**{**_smoke(tiny_course_root, tmp_path / "x"), "id_loss": "amsoftmax"})
+    wrong_loss = save_checkpoint(tmp_path / "am.pt", build_model_from_config(am_cfg, len(pid_to_label)), am_cfg,
+                                 pid_to_label)
     for path, message in ((wrong_model, "cannot teach"), (wrong_ids, "other identities"), (wrong_size, "trained at 128x64"),
-                          (tmp_path / "missing.pt", "missing")):
+                          (wrong_loss, "id_loss='amsoftmax'"), (tmp_path / "missing.pt", "missing")):
         out = tmp_path / f"student_{path.stem}"
         with pytest.raises(Exception, match=message) as error:
             main(**_smoke(tiny_course_root, out, split_file=str(teacher_run / "split.json"), teachers=str(path)))

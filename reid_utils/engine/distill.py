@@ -8,7 +8,7 @@ view of that image (:class:`~reid_utils.losses.MultiTaskLoss`, ``distill_weight`
 teachers' forward passes happen inside the run, so a time budget pays for them.
 
 A teacher must be an APR-Net-style model (``apr``, ``osnet``: identity and attribute logits
-in eval mode), trained on exactly this run's training identities (the same label of every
+in eval mode) trained with the identity cross-entropy, on exactly this run's training identities (the same label of every
 identity, so the same split), at this run's input size and attribute form. Anything else is
 a :class:`~reid_utils.errors.ConfigError` naming the teacher's file.
 """
@@ -18,8 +18,8 @@ import torch
 
 from ..config import TrainConfig
 from ..data import normalize_batch
-from ..errors import ConfigError
 from ..distillation import teacher_probabilities
+from ..errors import ConfigError
 from .checkpoint import load_model_from_checkpoint
 from .runtime import FastPath, autocast
 
@@ -28,6 +28,9 @@ def _check_teacher(path: str, model, ckpt: dict, cfg: TrainConfig, form: str, pi
     if not callable(getattr(model, "logits", None)):
         raise ConfigError(f"teacher {path}: model {ckpt['config'].get('model')!r} cannot teach "
                           "(a teacher gives identity and attribute logits in eval mode: apr or osnet)")
+    if ckpt["config"].get("id_loss", "ce") != "ce":
+        raise ConfigError(f"teacher {path}: trained with id_loss={ckpt['config']['id_loss']!r}; its cosine logits are "
+                          "no distribution to distil (a teacher needs id_loss='ce')")
     if ckpt["attribute_form"] != form:
         raise ConfigError(f"teacher {path}: attribute form {ckpt['attribute_form']!r}, the student's is {form!r}")
     size = (ckpt["config"].get("height"), ckpt["config"].get("width"))
