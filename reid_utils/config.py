@@ -151,6 +151,11 @@ class TrainConfig:
         return [p.strip() for p in self.teachers.split(",") if p.strip()]
 
     @property
+    def uses_distillation(self) -> bool:
+        """Teachers given and a positive ``distill_weight``: the run computes their targets."""
+        return bool(self.teacher_paths) and self.distill_weight > 0
+
+    @property
     def pad_pixels(self) -> int:
         return self.pad if self.pad is not None else max(1, round(10 * self.height / 256))
 

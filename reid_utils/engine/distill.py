@@ -28,6 +28,8 @@ def _check_teacher(path: str, model, ckpt: dict, cfg: TrainConfig, form: str, pi
     if not callable(getattr(model, "logits", None)):
         raise ConfigError(f"teacher {path}: model {ckpt['config'].get('model')!r} cannot teach "
                           "(a teacher gives identity and attribute logits in eval mode: apr or osnet)")
+    if getattr(model, "classifier", None) is None:
+        raise ConfigError(f"teacher {path}: has no identity classifier, so no identity targets")
     if ckpt["config"].get("id_loss", "ce") != "ce":
         raise ConfigError(f"teacher {path}: trained with id_loss={ckpt['config']['id_loss']!r}; its cosine logits are "
                           "no distribution to distil (a teacher needs id_loss='ce')")
@@ -42,6 +44,19 @@ def _check_teacher(path: str, model, ckpt: dict, cfg: TrainConfig, form: str, pi
 
 
 @torch.no_grad()
+def _soft_targets(model, images: torch.Tensor, cfg: TrainConfig, form: str, fp: FastPath) -> tuple[torch.Tensor, torch.Tensor]:
+    """One teacher's ``(N, num_ids)`` and ``(N, A)`` soft targets, in batches of ``cfg.eval_batch_size``."""
+    ids, attributes = [], []
+    for start in range(0, len(images), cfg.eval_batch_size):
+        batch = normalize_batch(images[start : start + cfg.eval_batch_size].to(fp.device))
+        with autocast(fp):
+            id_logits, attribute_logits = model.logits(batch.contiguous(memory_format=fp.memory_format))
+        p_ids, p_attributes = teacher_probabilities(id_logits, attribute_logits, form, cfg.distill_temperature)
+        ids.append(p_ids)
+        attributes.append(p_attributes)
+    return torch.cat(ids), torch.cat(attributes)
+
+
 def teacher_targets(
     cfg: TrainConfig, images: torch.Tensor, pid_to_label: dict[int, int], form: str, fp: FastPath
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,26 +69,12 @@ def teacher_targets(
 
     Returns:
         ``(N, num_ids)`` identity probabilities at ``cfg.distill_temperature`` and ``(N, A)``
-        attribute probabilities, both on ``images``' device.
+        attribute probabilities, both on ``fp.device``.
     """
-    id_sum, attribute_sum = None, None
-    paths = cfg.teacher_paths
-    for path in paths:
+    per_teacher = []
+    for path in cfg.teacher_paths:
         model, ckpt = load_model_from_checkpoint(path, map_location=fp.device)
         _check_teacher(path, model, ckpt, cfg, form, pid_to_label)
-        fp.prepare(model)
-        ids, attributes = [], []
-        for start in range(0, len(images), cfg.eval_batch_size):
-            batch = normalize_batch(images[start : start + cfg.eval_batch_size].to(fp.device))
-            with autocast(fp):
-                id_logits, attribute_logits = model.logits(batch.contiguous(memory_format=fp.memory_format))
-            p_ids, p_attributes = teacher_probabilities(id_logits, attribute_logits, form, cfg.distill_temperature)
-            ids.append(p_ids)
-            attributes.append(p_attributes)
-        if any(p is None for p in ids):
-            raise ConfigError(f"teacher {path}: has no identity classifier, so no identity targets")
-        ids_all, attributes_all = torch.cat(ids), torch.cat(attributes)
-        id_sum = ids_all if id_sum is None else id_sum + ids_all
-        attribute_sum = attributes_all if attribute_sum is None else attribute_sum + attributes_all
-        del model
-    return id_sum / len(paths), attribute_sum / len(paths)
+        per_teacher.append(_soft_targets(fp.prepare(model), images, cfg, form, fp))
+    ids, attributes = zip(*per_teacher)
+    return torch.stack(ids).mean(dim=0), torch.stack(attributes).mean(dim=0)

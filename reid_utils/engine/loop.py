@@ -45,7 +45,7 @@ from .inference import CachedImages, extract, split_features
 from .optim import LRSchedule
 from .runtime import FastPath, autocast, fast_path as make_fast_path, unwrap_model
 
-LOSS_PARTS = ("id", "attribute", "triplet", "center", "distill")
+LOSS_PARTS = PART_NAMES[:-1]  # the loss components, without "total" (their weighted sum)
 
 
 #: Steps between host reads of the loss on CUDA (see :func:`train_one_epoch`).

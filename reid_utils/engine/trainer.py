@@ -214,7 +214,7 @@ class TrainingRun:
         self.train_model = maybe_compile(self.train_model, fp)
 
         self.batches = make_train_batches(cfg, self.split, fp, info, progress=self.verbose)
-        if cfg.teacher_paths and cfg.distill_weight > 0:
+        if cfg.uses_distillation:
             self._distillation_targets()
         self.steps_per_epoch = min(len(self.batches), cfg.max_steps) if cfg.max_steps else len(self.batches)
         self.planner = None
@@ -379,7 +379,7 @@ def make_losses(cfg: TrainConfig, model: nn.Module, train_records) -> tuple[nn.M
         am_scale=cfg.am_scale, am_margin=cfg.am_margin, triplet_weight=cfg.triplet_weight,
         triplet_margin=cfg.triplet_margin, center_weight=cfg.center_weight, num_ids=unwrap_model(model).num_ids,
         feat_dim=_feature_dim(unwrap_model(model), cfg), attribute_weighting=cfg.attribute_weighting,
-        positive_ratios=ratios, distill_weight=cfg.distill_weight if cfg.teacher_paths else 0.0,
+        positive_ratios=ratios, distill_weight=cfg.distill_weight if cfg.uses_distillation else 0.0,
         distill_temperature=cfg.distill_temperature,
     )
     val_loss_fn = MultiTaskLoss(alpha=1.0, attribute_form=form, attribute_weighting=cfg.attribute_weighting,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_open
+from ..losses import PART_NAMES
 from ..schema import GROUP_NAMES
 
 
@@ -43,7 +44,7 @@ def plot_history(history: dict, path: str | os.PathLike | None = None, title: st
 
     ax = axes[0]
     curve(ax, "train_loss", "train total", lw=2)
-    for part in ("id", "attribute", "triplet", "center", "distill"):
+    for part in PART_NAMES[:-1]:  # the components, without the total
         values = history.get(f"train_{part}_loss")
         if values and np.nanmax(np.abs(np.asarray(values, dtype=float))) > 0:
             curve(ax, f"train_{part}_loss", f"train {part}")
