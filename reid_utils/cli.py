@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--only", nargs="*", default=None,
-                   help="sections to run (train, infer, eval, rerank, loader, contention)")
+                   help="sections to run (train, infer, eval, rerank, loader, contention, trunks, recipe; default: all)")
     p.add_argument("--gpu", action="store_true", help="the GPU check: APR-Net ResNet-50 256x128 under AMP, < 5 min")
     p.add_argument("--dry-run", action="store_true", help="with --gpu: the same check, small, on the CPU if no GPU")
     p.set_defaults(func=_cmd_bench)

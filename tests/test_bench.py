@@ -1,10 +1,12 @@
 """The benchmark suite runs and reports what it promises (keys, correctness); timings are never asserted."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from reid_utils.bench import HEADLINE_KEYS, BenchSettings, interleaved, market_like_problem, run_benchmarks
 from reid_utils.cli import main
@@ -15,6 +17,7 @@ TINY = BenchSettings(
     sizes=((64, 32),), depth=18, num_ids=10, batch_p=2, batch_k=2, train_reps=1, infer_batch=4, infer_reps=1,
     warmup=0, compile=False, eval_queries=200, eval_gallery=900, eval_reps=1, rerank_queries=30,
     rerank_gallery=120, rerank_check_queries=12, rerank_check_gallery=48, loader_batches=2, prefer_course_data=False,
+    recipe_size=(64, 32), recipe_batch_p=2,
 )
 
 
@@ -68,6 +71,49 @@ def test_trunks_section_compares_osnet_with_resnet18(capsys):
     # forward + backward cost: OSNet needs about half of ResNet-18's FLOPs per image
     assert 0.3 < entry["osnet_gflops_per_image"] / entry["resnet18_gflops_per_image"] < 0.7
     assert "| train img/s, osnet vs apr resnet18 (fast path) | 64x32 |" in table
+
+
+def test_recipe_section_times_each_variant_against_the_recipe(capsys):
+    result = run_benchmarks(settings=TINY, sections="recipe")
+    table = capsys.readouterr().out
+    recipe = result["recipe"]
+    variants = recipe["variants"]
+    other_format = "contiguous" if "channels_last" in recipe["path"] else "channels_last"
+    # TINY: 2 identities x 2 images; half and twice the identities
+    assert set(variants) == {"recipe", "batch2", "batch8", other_format}
+    assert {name: v["batch_size"] for name, v in variants.items()} == {
+        "recipe": 4, "batch2": 2, "batch8": 8, other_format: 4}
+    for v in variants.values():
+        assert len(v["rep_seconds"]) == 1
+        assert v["img_s"] == pytest.approx(v["batch_size"] / v["rep_seconds"][0])
+        assert v["vs_recipe"] == pytest.approx(v["img_s"] / variants["recipe"]["img_s"])
+    assert result["recipe_fastest"] == max(variants, key=lambda name: variants[name]["img_s"])
+    assert result["recipe_compiled_speedup"] is None  # compile off in TINY
+    assert recipe["size"] == "64x32" and recipe["model"] == "apr (resnet18)"
+    assert "| train img/s, batch8 vs the recipe's step (batch 4) | 64x32 |" in table
+    assert f"| train img/s, {other_format} vs the recipe's step (batch 4) | 64x32 |" in table
+
+
+def test_recipe_section_compiled_variant_and_its_failure(monkeypatch, capsys):
+    """The compiled step's wiring (torch.compile replaced by the identity: compiling a training
+    step takes a minute) and a compile failure, reported in one line instead of a variant."""
+    settings = dataclasses.replace(TINY, compile=True)
+    monkeypatch.setattr(torch, "compile", lambda model: model)
+    result = run_benchmarks(settings=settings, sections="recipe")
+    recipe = result["recipe"]
+    assert recipe["variants"]["compiled"]["batch_size"] == 4 and recipe["compile_seconds"] > 0
+    assert result["recipe_compiled_speedup"] == recipe["variants"]["compiled"]["vs_recipe"]
+    assert "| train img/s, compiled (compiled in " in capsys.readouterr().out
+
+    def fail(model):
+        raise RuntimeError("no C compiler found\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", fail)
+    result = run_benchmarks(settings=settings, sections="recipe")
+    assert result["recipe"]["compile_error"] == "RuntimeError: no C compiler found"
+    assert "compiled" not in result["recipe"]["variants"] and result["recipe_compiled_speedup"] is None
+    assert "| train, recipe step, torch.compile | 64x32 | failed: RuntimeError: no C compiler found |" in (
+        capsys.readouterr().out)
 
 
 def test_rerank_section_reports_seconds_and_memory():

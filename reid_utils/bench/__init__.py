@@ -19,7 +19,14 @@ that gets busier halfway through slows both sides alike. Sections:
   process is unaffected), and its largest difference from the step-by-step reference;
 * ``loader`` (:mod:`.loader`): images per second out of a DataLoader (cached
   :class:`~reid_utils.data.ReidDataset`, train transforms, :class:`~reid_utils.data.PKSampler`)
-  and out of the on-tensor batch augmentation, next to the fast training speed.
+  and out of the on-tensor batch augmentation, next to the fast training speed;
+* ``contention`` (:mod:`.contention`): seconds per training step next to a busy process started
+  in another session, with the thread governor and with fixed threads, against alone;
+* ``trunks`` (:mod:`.model_speed`): training images per second of ``osnet`` against the CPU
+  recipe's ResNet-18 ``apr``, with each one's FLOPs per image;
+* ``recipe`` (:mod:`.recipe`): the CPU recipe's training step (ResNet-18 ``apr``, 128x64, PK
+  16x4, fast path) against half and twice its batch, the other memory format and, in the full
+  run, ``torch.compile`` of the step (compile time reported apart).
 
 Nothing here asserts a timing: :data:`TARGETS` (the 2-core CPU goals) are printed next to the
 numbers. See ``benchmarks/README.md`` for the table format and a recorded run.

@@ -21,7 +21,7 @@ from ..engine.runtime import FastPath, autocast, make_grad_scaler
 from ..losses import MultiTaskLoss
 from ..models import build_model, model_summary
 from ..schema import GROUPS
-from .timing import activate, interleaved, log, median, size_key, sync
+from .timing import activate, error_line, interleaved, log, median, size_key, sync
 
 
 def apr_model(depth: int = 50, num_ids: int = 751) -> nn.Module:
@@ -172,6 +172,5 @@ def _compile(model: nn.Module, fp: FastPath, images: torch.Tensor) -> tuple[nn.M
         forward_batch(compiled, images, fp, flip=False)
         sync(fp.device)
     except Exception as error:  # report and carry on with the other numbers
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return None, {"compile_error": f"{type(error).__name__}: {first_line}"}
+        return None, {"compile_error": error_line(error)}
     return compiled, {"compile_seconds": time.perf_counter() - start}

@@ -207,6 +207,19 @@ def format_report(result: dict) -> str:
                            for name in ("osnet", "resnet18"))
         lines.append(f"| train img/s, osnet vs apr resnet18 (fast path) | {size} | {osnet} | {resnet18} | "
                      f"{_fmt(e['speedup'])}x | |")
+    if "recipe" in result:
+        e = result["recipe"]
+        peak = m.get("fp32_matmul_peak_gflops")
+        recipe = e["variants"]["recipe"]
+        for name, v in e["variants"].items():
+            if name != "recipe":
+                compiled = f" (compiled in {_fmt(e['compile_seconds'])} s)" if name == "compiled" else ""
+                lines.append(f"| train img/s, {name}{compiled} vs the recipe's step (batch {recipe['batch_size']}) | {e['size']} | "
+                             f"{_fmt(v['img_s'])}{_share({**v, **e}, 'img_s', peak)} | "
+                             f"{_fmt(recipe['img_s'])}{_share({**recipe, **e}, 'img_s', peak)} | {_fmt(v['vs_recipe'])}x | |")
+        if "compile_error" in e:
+            lines.append(f"| train, recipe step, torch.compile | {e['size']} | failed: {e['compile_error']} | | | |")
+        lines.append(f"| train, recipe step: fastest variant | {e['size']} | {e['fastest']} | | | |")
     lines += [
         "",
         f"{result['seconds']:.0f} s in all. Medians of interleaved repetitions; ratio = fast / plain "

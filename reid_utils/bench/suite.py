@@ -8,16 +8,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..config import TrainConfig
 from ..engine.runtime import fast_path, select_device
 from ..errors import ConfigError
 from .contention import bench_contention
 from .loader import bench_loader
 from .model_speed import bench_infer, bench_train, bench_trunks
 from .ranking import bench_eval, bench_rerank
+from .recipe import bench_recipe
 from .report import TARGETS, format_report, jsonable, machine_info
 from .timing import size_key
 
-SECTIONS = ("train", "infer", "eval", "rerank", "loader", "contention", "trunks")
+SECTIONS = ("train", "infer", "eval", "rerank", "loader", "contention", "trunks", "recipe")
 
 #: Headline keys of the result; always present (None when their section did not run).
 HEADLINE_KEYS = (
@@ -31,6 +33,8 @@ HEADLINE_KEYS = (
     "loader_img_s",
     "contention_slowdown",
     "osnet_train_speedup",
+    "recipe_fastest",
+    "recipe_compiled_speedup",
 )
 
 
@@ -60,6 +64,9 @@ class BenchSettings:
     data_root: str | None = None  # loader data (None: REID_DATA_ROOT, course data, sample)
     prefer_course_data: bool = True  # loader: use ../shared/data/market1501_course when present
     contention_reps: int = 6  # timed training steps per contention case
+    recipe_size: tuple[int, int] = (TrainConfig.height, TrainConfig.width)  # the CPU recipe's step ...
+    recipe_depth: int = TrainConfig.depth  # ... (ResNet depth of its apr) ...
+    recipe_batch_p: int = TrainConfig.batch_p  # ... and identities per batch (x batch_k images)
 
 
 FULL = BenchSettings()
@@ -80,6 +87,7 @@ QUICK = BenchSettings(
     loader_batches=8,
     prefer_course_data=False,
     contention_reps=3,
+    recipe_batch_p=4,
 )
 
 
@@ -106,9 +114,11 @@ def run_benchmarks(
         ``infer_speedup`` (fast / plain images per second at the first size, eager),
         ``infer_compiled_speedup`` (torch.compile on the fast path / plain), ``eval_speedup``
         (loop seconds / fast seconds), ``eval_max_abs_diff``, ``rerank_seconds``,
-        ``rerank_peak_gb``, ``loader_img_s``, ``contention_slowdown`` and
+        ``rerank_peak_gb``, ``loader_img_s``, ``contention_slowdown``,
         ``osnet_train_speedup`` (osnet / ResNet-18 apr training images per second at the first
-        size; None when their section did not run); and
+        size), ``recipe_fastest`` (the fastest variant of the recipe's training step) and
+        ``recipe_compiled_speedup`` (its torch.compile'd step / the eager one; None where
+        compiling was off or failed); None when their section did not run; and
         ``machine``, ``settings``, ``targets``, ``sections``, ``quick``, ``seconds``, plus one
         dict per section that ran (``train`` and ``infer`` hold per-size entries under
         ``"sizes"``, e.g. ``result["train"]["sizes"]["128x64"]["fast_img_s"]``).
@@ -152,6 +162,10 @@ def run_benchmarks(
         if "trunks" in chosen:
             result["trunks"] = bench_trunks(settings, fast)
             result["osnet_train_speedup"] = result["trunks"]["sizes"][headline]["speedup"]
+        if "recipe" in chosen:
+            result["recipe"] = bench_recipe(settings, fast)
+            result["recipe_fastest"] = result["recipe"]["fastest"]
+            result["recipe_compiled_speedup"] = result["recipe"]["compiled_speedup"]
     finally:
         _restore_global_state(saved)
     result["seconds"] = time.perf_counter() - start

@@ -57,6 +57,12 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def error_line(error: BaseException) -> str:
+    """``"RuntimeError: its first line"``: an exception in one line, for a result that reports it."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def size_key(size) -> str:
     """``(256, 128)`` -> ``"256x128"``."""
     return f"{size[0]}x{size[1]}"
