@@ -319,6 +319,23 @@ def test_non_rgb_images_are_converted(course, mode, color):
     assert report["image_modes"] == {"RGB": 17, mode: 1} and report["image_sizes"] == {"16x32": 18}
 
 
+def test_queries_copied_into_test_are_counted(course):
+    """The course release copies every query into test/: inspect counts such pixel-identical
+    pairs (a re-encoded or resized copy is another image), and says what it means."""
+    for i, color in enumerate([(10, 10, 10), (60, 60, 60), (120, 30, 30), (30, 120, 30)]):
+        (course / "test" / f"{i:06d}.jpg").write_bytes(jpeg_bytes(color, fmt="PNG"))
+    (course / "queries" / "000000.jpg").write_bytes(jpeg_bytes((120, 30, 30), fmt="PNG"))  # = test 000002
+    (course / "queries" / "000001.jpg").write_bytes(jpeg_bytes((120, 30, 31), fmt="PNG"))  # one value off
+    report = validate_images(load_dataset(course))
+    assert report["queries_in_test"] == 1
+    (course / "queries" / "000001.jpg").write_bytes(jpeg_bytes((30, 120, 30), size=(32, 64), fmt="PNG"))
+    assert validate_images(load_dataset(course))["queries_in_test"] == 1  # same colour, other size
+    (course / "queries" / "000001.jpg").write_bytes(jpeg_bytes((30, 120, 30), mode="RGBA", fmt="PNG"))
+    summary = summarize(course)  # compared as the RGB the Dataset reads: = test 000003
+    assert summary["queries_in_test"] == 2
+    assert "queries: 2 of 2 are pixel-identical copies of test images" in format_summary(summary)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dataset
 
