@@ -24,8 +24,8 @@ that gets busier halfway through slows both sides alike. Sections:
   in another session, with the thread governor and with fixed threads, against alone;
 * ``trunks`` (:mod:`.model_speed`): training images per second of ``osnet`` against the CPU
   recipe's ResNet-18 ``apr``, with each one's FLOPs per image;
-* ``recipe`` (:mod:`.recipe`): the CPU recipe's training step (ResNet-18 ``apr``, 128x64, PK
-  16x4, fast path) against half and twice its batch, the other memory format and, in the full
+* ``recipe`` (:mod:`.recipe`): the CPU recipe's training step (ResNet-18 ``apr``, 128x64, batch
+  64, fast path) against half and twice its batch, the other memory format and, in the full
   run, ``torch.compile`` of the step (compile time reported apart).
 
 Nothing here asserts a timing: :data:`TARGETS` (the 2-core CPU goals) are printed next to the

@@ -2,7 +2,7 @@
 
 Issue 12 asks where a CPU without bf16 can still save time: the memory format, the batch size
 and ``torch.compile`` of the training step. :func:`bench_recipe` times one step of the recipe
-(``apr``, ResNet-18, the recipe's input size and PK batch, on the automatic fast path) and each
+(``apr``, ResNet-18, the recipe's input size and batch size, on the automatic fast path) and each
 variant that changes one of those, all interleaved in one run, from the same weights. Batch
 sizes are compared per image: a larger batch that runs more images per second still takes
 fewer optimiser steps per epoch, which the time budget does not make up for.
