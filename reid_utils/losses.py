@@ -49,6 +49,7 @@ from .schema import (
 
 ID_LOSSES = ("ce", "amsoftmax")
 PART_NAMES = ("id", "attribute", "triplet", "center", "distill", "total")  # MultiTaskLoss.terms order
+LOSS_PARTS = PART_NAMES[:-1]  # the loss components, without "total" (their weighted sum)
 ATTRIBUTE_WEIGHTINGS = ("none", "exp", "frequency")
 
 

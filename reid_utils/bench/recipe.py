@@ -41,11 +41,12 @@ def bench_recipe(settings, fast: FastPath) -> dict:
     torch.manual_seed(0)
     model = build_model("apr", num_ids=settings.num_ids, depth=settings.recipe_depth)
     other_format = "contiguous" if fast.channels_last else "channels_last"
-    batches = {p: pk_batch(p, batch_k, height, width, fast.device) for p in (max(1, batch_p // 2), batch_p, 2 * batch_p)}
+    half, double = max(1, batch_p // 2), 2 * batch_p
+    batches = {p: pk_batch(p, batch_k, height, width, fast.device) for p in (half, batch_p, double)}
     plan = {  # name -> (batch identities, path)
         "recipe": (batch_p, fast),
-        f"batch{max(1, batch_p // 2) * batch_k}": (max(1, batch_p // 2), fast),
-        f"batch{2 * batch_p * batch_k}": (2 * batch_p, fast),
+        f"batch{half * batch_k}": (half, fast),
+        f"batch{double * batch_k}": (double, fast),
         other_format: (batch_p, dataclasses.replace(fast, channels_last=not fast.channels_last)),
     }
     log(f"recipe step {height}x{width}, batch {batch_p * batch_k}: against {', '.join(list(plan)[1:])}"

@@ -37,15 +37,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import TrainingError
-from ..losses import PART_NAMES
+from ..losses import LOSS_PARTS, PART_NAMES
 from ..metrics.retrieval import compute_distance
 from ..metrics.scores import attribute_metrics, evaluate_reid
 from ..schema import GROUP_NAMES, labelled_rows, predict_groups
 from .inference import CachedImages, extract, split_features
 from .optim import LRSchedule
 from .runtime import FastPath, autocast, fast_path as make_fast_path, unwrap_model
-
-LOSS_PARTS = PART_NAMES[:-1]  # the loss components, without "total" (their weighted sum)
 
 
 #: Steps between host reads of the loss on CUDA (see :func:`train_one_epoch`).

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_open
-from ..losses import PART_NAMES
+from ..losses import LOSS_PARTS
 from ..schema import GROUP_NAMES
 
 
@@ -44,7 +44,7 @@ def plot_history(history: dict, path: str | os.PathLike | None = None, title: st
 
     ax = axes[0]
     curve(ax, "train_loss", "train total", lw=2)
-    for part in PART_NAMES[:-1]:  # the components, without the total
+    for part in LOSS_PARTS:
         values = history.get(f"train_{part}_loss")
         if values and np.nanmax(np.abs(np.asarray(values, dtype=float))) > 0:
             curve(ax, f"train_{part}_loss", f"train {part}")
