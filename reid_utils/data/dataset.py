@@ -103,8 +103,8 @@ def validate_images(index: DatasetIndex, progress: bool = False) -> dict:
     copy among the test images (the course release has one for every query: each ranking then
     starts with the query's own copy, and the course evaluator counts it as a match).
     """
-    records = [(record, "") for record in index.train]
-    records += [(record, "test") for record in index.test] + [(record, "query") for record in index.query]
+    records = [(record, role) for role, part in (("", index.train), ("test", index.test), ("query", index.query))
+               for record in part]
     if progress:
         from tqdm.auto import tqdm
 
