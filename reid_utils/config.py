@@ -119,6 +119,7 @@ class TrainConfig:
     eval_batch_size: int = 256  # images per forward pass at evaluation
     early_stopping_metric: EarlyStoppingMetric = "score"  # picks best.pt; score = mean of mAP and attribute accuracy
     patience: int = 10  # stop after this many epochs without improvement; 0 = never stop early
+    val_every: int = 1  # validate after every N-th epoch and after the last (a time budget spends the rest on epochs)
 
     # --- runtime -----------------------------------------------------------------------------
     seed: int = 0  # seed of python, numpy, torch and the samplers
@@ -420,6 +421,7 @@ def _validate(cfg: TrainConfig) -> None:
         need(0.0 <= getattr(cfg, name) <= 1.0, name, "a probability 0-1")
     need(cfg.eval_batch_size >= 1, "eval_batch_size", ">= 1")
     need(cfg.patience >= 0, "patience", ">= 0 (0 = never stop early)")
+    need(cfg.val_every >= 1, "val_every", ">= 1 (1 = validate after every epoch)")
     need(cfg.num_threads >= 0, "num_threads", ">= 0 (0 = auto)")
     device = cfg.device.lower()
     need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device) is not None, "device", "auto, cpu, mps, cuda or cuda:N")

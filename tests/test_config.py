@@ -53,6 +53,7 @@ def test_unknown_name_lists_valid_names_and_suggests():
         ({"erasing": 2.0}, "erasing=2.0"),
         ({"gamma": 0.0}, "gamma"),
         ({"num_epochs": 0}, "num_epochs=0"),
+        ({"val_every": 0}, "val_every=0"),
         ({"device": "tpu"}, "device='tpu'"),
         ({"model": "resnet"}, "model='resnet' is not one of"),
         ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is not one of"),

@@ -19,7 +19,8 @@ The history is a dict of lists, one value per epoch: ``epoch``, ``lr``, ``train_
 ``train_images_per_second``, ``epoch_seconds`` and, with validation, ``val_loss``, ``mAP``,
 ``rank1``, ``rank5``, ``mINP``, ``course_mAP``, ``course_rank1``, ``attribute_accuracy``,
 ``attribute_accuracy_<group>`` for the 12 groups, ``mA`` and ``score``. Metrics are fractions
-in [0, 1]. ``pandas.DataFrame(history)`` makes it a table.
+in [0, 1], NaN on the epochs that ``cfg.val_every > 1`` leaves without validation.
+``pandas.DataFrame(history)`` makes it a table.
 
 Under torchrun every rank trains on its own identities (distributed PK sampler) and rank 0
 alone validates, logs and writes files.

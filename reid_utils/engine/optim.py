@@ -158,9 +158,8 @@ class EarlyStopping:
         else:
             improved = value < self.best if self.mode == "min" else value > self.best
         if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-        else:
-            self.bad_epochs += 1
+            self.best, self.best_epoch = value, epoch
+        self.bad_epochs = epoch - self.best_epoch  # epochs validated every N count as N
         return improved
 
     @property

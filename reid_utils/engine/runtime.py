@@ -382,13 +382,14 @@ def distributed_session(device: torch.device) -> Iterator[DistInfo]:
             torch.distributed.destroy_process_group()
 
 
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's ``flag`` on every rank (so all ranks stop at the same epoch)."""
+def broadcast_from_main(value, info: DistInfo):
+    """Rank 0's ``value`` (any picklable) on every rank: all ranks plan the same epochs and stop
+    at the same one."""
     if not info.distributed:
-        return flag
-    box = [bool(flag)]
+        return value
+    box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
-    return bool(box[0])
+    return box[0]
 
 
 def barrier(info: DistInfo) -> None:

@@ -38,7 +38,7 @@ from .optim import EarlyStopping, LRSchedule, build_optimizer, optimizer_kind
 from .runtime import (
     DistInfo,
     barrier,
-    broadcast_flag,
+    broadcast_from_main,
     distributed_session,
     fast_path as make_fast_path,
     make_grad_scaler,
@@ -136,8 +136,8 @@ class TrainingRun:
         self._setup(ckpt)
         if self.governor is not None:
             self.governor.update()
-        # an epoch's cost for the budget: from one epoch's end to the next one's, so that saving
-        # the checkpoints (fsync'ed, tens of MB) counts, not only training and validation
+        # an epoch's training cost for the budget: from one epoch's end to the next one's, so that
+        # saving the checkpoints (fsync'ed, tens of MB) counts; its validation pass is timed apart
         cycle_seconds: list[float] = []
         cycle_start = time.monotonic()
         epoch = self.start_epoch
@@ -145,21 +145,29 @@ class TrainingRun:
             if self.stopped:
                 break
             epoch_start = time.monotonic()
-            row = self._train_and_validate(epoch)
+            row = self._train(epoch)
+            validated = self.has_val and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 >= self.num_epochs)
+            validation_seconds = self._validate_into(row) if validated else 0.0
+            cycle_seconds.append(time.monotonic() - cycle_start - validation_seconds)
+            if self.planner is not None:
+                self._set_num_epochs(self.planner.after_epoch(epoch + 1, cycle_seconds, self.validation_seconds),
+                                     at_step=(epoch + 1) * self.steps_per_epoch)
+            over_budget = bool(cfg.max_minutes) and (  # would the next epoch, validated, end past the budget?
+                time.monotonic() - start_time + float(np.mean(cycle_seconds)) + self._validation_estimate()
+                > cfg.max_minutes * 60
+            )
+            if self.has_val and not validated and (over_budget or epoch + 1 >= self.num_epochs):
+                self._validate_into(row)  # the run ends here (a shrunk plan, the budget): its last epoch is validated
+                validated = True
             row["epoch_seconds"] = time.monotonic() - epoch_start
             _append_row(self.history, row)
-            cycle_seconds.append(time.monotonic() - cycle_start)
             cycle_start = time.monotonic()
-            if self.planner is not None:
-                self._set_num_epochs(self.planner.after_epoch(epoch + 1, cycle_seconds),
-                                     at_step=(epoch + 1) * self.steps_per_epoch)
             if self.governor is not None:
                 self.governor.update()
-            improved = self.early.update(row.get(cfg.early_stopping_metric) if self.has_val else None, epoch + 1)
-            over_budget = bool(cfg.max_minutes) and (
-                time.monotonic() - start_time + float(np.mean(cycle_seconds)) > cfg.max_minutes * 60
-            )
-            self.stopped = broadcast_flag(self.early.should_stop or over_budget, info)
+            improved = False  # an epoch without validation says nothing about best.pt or patience
+            if validated or not self.has_val:
+                improved = self.early.update(row.get(cfg.early_stopping_metric) if self.has_val else None, epoch + 1)
+            self.stopped = bool(broadcast_from_main(self.early.should_stop or over_budget, info))
             if info.is_main:
                 self._save(epoch + 1, improved)
             self.log(_epoch_line(row, self.num_epochs, improved and self.has_val))
@@ -224,6 +232,7 @@ class TrainingRun:
             self.planner = EpochPlanner(
                 cfg.max_minutes * 60, cfg.num_epochs, self.steps_per_epoch, cfg.batch_size,
                 len(self.split.val_query) + len(self.split.val_gallery), cfg.flip_eval, self.start_time, self.log,
+                val_every=cfg.val_every,
             )
             self.num_epochs = cfg.num_epochs or PROVISIONAL_EPOCHS  # until the first steps are timed
         else:
@@ -248,6 +257,7 @@ class TrainingRun:
             self._restore_training_state(ckpt)
 
         self.has_val = bool(self.split.val_query)
+        self.validation_seconds: float | None = None  # the latest validation pass, once measured
         self.val_images = None
         if self.has_val and info.is_main and cfg.cache_images:
             self.val_images = CachedImages.from_records(
@@ -287,8 +297,8 @@ class TrainingRun:
             set_rng_state(ckpt["rng"])
         self.log(f"resumed from {self.last_path} after epoch {self.start_epoch}")
 
-    def _train_and_validate(self, epoch: int) -> dict:
-        """One epoch of training, then validation on rank 0; returns the history row."""
+    def _train(self, epoch: int) -> dict:
+        """One epoch of training; returns the history row (validation adds to it)."""
         cfg, fp = self.cfg, self.fp
         if optimizer_kind(cfg, epoch) != self.kind:  # the AdamW -> SGD switch
             self.kind = optimizer_kind(cfg, epoch)
@@ -305,21 +315,33 @@ class TrainingRun:
             kept = (f"the last good checkpoint {self.last_path} (epoch {epoch}) is kept"
                     if self.last_path.exists() else "no checkpoint was written yet")
             raise TrainingError(f"{error}; training stopped, {kept}. Try a lower lr or precision='fp32'.") from None
-        metrics = {}
-        if self.has_val and self.info.is_main:
-            metrics = loop.evaluate(
-                self.model, self.split, fp, val_images=self.val_images, val_loss_fn=self.val_loss_fn,
-                height=cfg.height, width=cfg.width, batch_size=cfg.eval_batch_size, flip=cfg.flip_eval,
-                num_workers=None if cfg.num_workers < 0 else cfg.num_workers,
-            )
         return {
             "epoch": epoch + 1,
             "lr": train["lr"],
             "train_loss": train["loss"],
             **{f"train_{part}_loss": train[part] for part in LOSS_PARTS},
             "train_images_per_second": train["images_per_second"],
-            **metrics,
         }
+
+    def _validate_into(self, row: dict) -> float:
+        """Validate on rank 0, add the metrics to ``row`` and return the seconds it took."""
+        start, cfg = time.monotonic(), self.cfg
+        if self.info.is_main:
+            row.update(loop.evaluate(
+                self.model, self.split, self.fp, val_images=self.val_images, val_loss_fn=self.val_loss_fn,
+                height=cfg.height, width=cfg.width, batch_size=cfg.eval_batch_size, flip=cfg.flip_eval,
+                num_workers=None if cfg.num_workers < 0 else cfg.num_workers,
+            ))
+        self.validation_seconds = time.monotonic() - start
+        return self.validation_seconds
+
+    def _validation_estimate(self) -> float:
+        """Seconds of one validation pass: as last measured, else the plan's estimate, else 0."""
+        if not self.has_val:
+            return 0.0
+        if self.validation_seconds is not None:
+            return self.validation_seconds
+        return self.planner.validation_seconds if self.planner is not None else 0.0
 
     def _plan_on_step(self, step: int) -> None:
         if self.fp.device.type == "cuda" and step in (WARM_STEPS - 1, self.planner.plan_step):
@@ -329,6 +351,7 @@ class TrainingRun:
             self._set_num_epochs(planned, at_step=step + 1)
 
     def _set_num_epochs(self, num_epochs: int, at_step: int | None = None) -> None:
+        num_epochs = broadcast_from_main(num_epochs, self.info)  # each rank times itself; rank 0's plan holds
         if num_epochs != self.num_epochs:
             self.num_epochs = num_epochs
             self.schedule.set_num_epochs(num_epochs, at_step)

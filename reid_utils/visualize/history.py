@@ -36,9 +36,13 @@ def plot_history(history: dict, path: str | os.PathLike | None = None, title: st
 
     def curve(ax, key: str, label: str, scale: float = 1.0, **style) -> bool:
         values = history.get(key)
-        if not values or len(values) != len(epochs) or np.all(np.isnan(np.asarray(values, dtype=float))):
+        if not values or len(values) != len(epochs):
             return False
-        ax.plot(epochs, np.asarray(values, dtype=float) * scale, marker="o" if len(epochs) < 20 else None,
+        values = np.asarray(values, dtype=float)
+        known = ~np.isnan(values)  # validated every N epochs: join the validated ones
+        if not known.any():
+            return False
+        ax.plot(epochs[known], values[known] * scale, marker="o" if known.sum() < 20 else None,
                 markersize=3, label=label, **style)
         return True
 
