@@ -122,9 +122,11 @@ def test_rerank_section_reports_seconds_and_memory():
     rerank = result["rerank"]
     assert "error" not in rerank, rerank.get("error")
     assert result["rerank_seconds"] == rerank["seconds"] > 0
-    assert result["rerank_peak_gb"] == rerank["peak_gb"] >= 0
-    assert rerank["shape"] == [30, 120]
-    assert rerank["max_abs_diff"] >= 0  # measured against the reference (its bound is rerank's own test)
+    assert result["rerank_peak_gb"] == rerank["peak_gb"]  # max(0, peak - baseline): never negative
+    assert rerank["shape"] == [30, 120] and rerank["check_size"] == [12, 48]
+    # the fast re-ranking runs in float32 here, the reference in float64: rounding only (about 1e-6, see
+    # test_rerank.py's float32 test); a wrong neighbour set or weight would differ by 1e-3 or more
+    assert rerank["max_abs_diff"] <= 1e-4
 
 
 def test_cli_bench_json(capsys):

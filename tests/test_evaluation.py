@@ -2,7 +2,8 @@
 
 An untrained ResNet-18 at 64x32 is saved through the engine's checkpoint API with the run's
 validation split next to it, then evaluated on the tiny synthetic datasets. The numbers of an
-untrained model are arbitrary; the tests check structure, ranges and the protocol logic.
+untrained model are arbitrary; the tests check structure, the protocol logic, the numbers against
+the per-query reference evaluator on the features returned, and the results table against them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from reid_utils.evaluation.report import (
     results_table,
     to_jsonable,
 )
+from reid_utils.metrics.reference import evaluate_reid_reference
 from reid_utils.models import build_model_from_config
 from reid_utils.schema import GROUP_NAMES
 from reid_utils.visualize import figures as visualize
@@ -60,6 +62,13 @@ def course_result(course_run, tiny_course_root, fp):
     return evaluate_checkpoint(course_run[0], tiny_course_root, fast_path=fp, num_workers=0)
 
 
+def _row(reid: pd.DataFrame, flip: bool, rerank: bool, protocol: str) -> pd.Series:
+    """The one row of ``result["reid"]`` for a setting."""
+    rows = reid[(reid["flip"] == flip) & (reid["rerank"] == rerank) & (reid["protocol"] == protocol)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
 def test_evaluate_checkpoint_on_validation_split(course_result, course_run):
     result, split = course_result, course_run[1]
     assert result["source"].startswith("validation split") and "split.json" in result["source"]
@@ -82,6 +91,20 @@ def test_evaluate_checkpoint_on_validation_split(course_result, course_run):
     assert (result["model"]["height"], result["model"]["width"]) == (HEIGHT, WIDTH)
 
 
+def test_evaluate_checkpoint_matches_the_reference_evaluator(course_result):
+    feats = course_result["features"]  # the last flip setting (True), distances before re-ranking
+    query, gallery = feats["query"], feats["gallery"]
+    for protocol in ("market", "course"):
+        expected = evaluate_reid_reference(feats["distmat"].numpy(), query["pids"], gallery["pids"], query["camids"],
+                                           gallery["camids"], protocol=protocol)
+        row = _row(course_result["reid"], True, False, protocol)
+        assert row["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+        assert row["rank1"] == pytest.approx(expected["cmc"][0], abs=1e-6)
+        assert row["mINP"] == pytest.approx(expected["mINP"], abs=1e-6)
+        assert row["num_valid_queries"] == expected["num_valid_queries"]
+        np.testing.assert_allclose(course_result["cmc"][f"{protocol} +flip"], expected["cmc"], atol=1e-6)
+
+
 def test_threshold_and_junk_reports(course_result):
     t = course_result["threshold"]
     assert t["threshold"] > 0 and 0 <= t["f1"] <= 1 and 0 <= t["two_fold_f1"] <= 1
@@ -91,11 +114,20 @@ def test_threshold_and_junk_reports(course_result):
         assert set(junk[protocol]) == {"mAP", "mAP_demoted", "rank1", "rank1_demoted"}
 
 
-def test_flip_changes_features_but_not_protocol_logic(course_result):
-    reid = course_result["reid"].set_index(["flip", "rerank", "protocol"])
-    # the course protocol never skips a query; the market one only skips queries without a cross-camera match
-    assert (reid.xs("course", level="protocol")["num_valid_queries"] == course_result["num_query"]).all()
-    assert (reid["num_valid_queries"] <= course_result["num_query"]).all()
+def test_flip_changes_features_but_not_protocol_logic(course_run, course_result, tiny_course_root, fp):
+    # the flip settings in the other order: the features returned are then the unflipped ones
+    unflipped = evaluate_checkpoint(course_run[0], tiny_course_root, flip=(True, False), rerank=(False,), fast_path=fp,
+                                    num_workers=0)
+    flipped, plain = course_result["features"], unflipped["features"]
+    assert [plain[s]["paths"] for s in ("query", "gallery")] == [flipped[s]["paths"] for s in ("query", "gallery")]
+    assert not torch.allclose(plain["query"]["embeddings"], flipped["query"]["embeddings"])
+    assert not torch.allclose(plain["distmat"], flipped["distmat"])
+    for protocol in ("market", "course"):
+        off, on = (_row(course_result["reid"], flip, False, protocol) for flip in (False, True))
+        assert _row(unflipped["reid"], False, False, protocol)["mAP"] == pytest.approx(off["mAP"], abs=1e-6)
+        # make_split gives every query a gallery image of its identity from another camera, so neither
+        # protocol skips a query, with or without flip
+        assert off["num_valid_queries"] == on["num_valid_queries"] == course_result["num_query"]
 
 
 def test_results_table_and_report(course_result):
@@ -103,6 +135,16 @@ def test_results_table_and_report(course_result):
     assert list(table.index) == ["r18", "again"]
     for column in ("params (M)", "GFLOPs", *GROUP_NAMES, "mean", "mA", "F1", "rank1", "mAP +flip +rerank", "mINP +flip"):
         assert column in table.columns
+    row, reid, attributes = table.loc["r18"], course_result["reid"], course_result["attributes"][True]
+    assert row["params (M)"] == course_result["model"]["params"] / 1e6
+    assert row["rank1"] == pytest.approx(100 * _row(reid, False, False, "market")["rank1"])
+    assert row["mAP +flip +rerank"] == pytest.approx(100 * _row(reid, True, True, "market")["mAP"])
+    assert row["mINP +flip"] == pytest.approx(100 * _row(reid, True, False, "market")["mINP"])
+    assert row["age"] == pytest.approx(100 * attributes["accuracy"]["age"])  # attributes: the flip row
+    assert row["mean"] == pytest.approx(100 * attributes["mean_accuracy"])
+    assert row["mA"] == pytest.approx(100 * attributes["mA"])
+    course = results_table({"r18": course_result}, protocol="course").loc["r18"]
+    assert course["mAP +rerank"] == pytest.approx(100 * _row(reid, False, True, "course")["mAP"])
     text = format_result(course_result)
     assert "re-ID (%)" in text and "junk flagging" in text and "distance threshold" in text
     json.dumps(to_jsonable(course_result))  # JSON-safe without the feature tensors

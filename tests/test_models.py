@@ -15,6 +15,7 @@ import torchvision
 from reid_utils.errors import CheckpointError, ConfigError, ReidError
 from reid_utils.models import DEFAULT_ATTRIBUTE_FORM, MODEL_NAMES, backbones, build_model, model_summary
 from reid_utils.models.backbones import build_resnet
+from reid_utils.models.heads import CosineClassifier
 from reid_utils.models.resnet import SpatialSelfAttention
 from reid_utils.schema import GROUP_SLICES, NUM_BINARY, NUM_GROUP_LOGITS, num_attribute_logits
 
@@ -145,10 +146,22 @@ def test_num_ids_zero_gives_no_identity_logits(name):
 
 @pytest.mark.parametrize("name", ["resnet50", "apr"])
 def test_cosine_classifier_logits_are_cosines(name):
-    model = build_model(name, NUM_IDS, depth=18, classifier="cosine").train()
-    logits = model(_batch(64, 32))["id_logits"]
+    model = build_model(name, NUM_IDS, depth=18, classifier="cosine").train()  # id_logits exist in training only
+    heads = [m for m in model.modules() if isinstance(m, CosineClassifier)]
+    assert len(heads) == 1
+    x = _batch(64, 32)
+
+    def id_logits():
+        torch.manual_seed(1)  # the same dropout masks on every call (BatchNorm uses the batch's statistics)
+        with torch.no_grad():
+            return model(x)["id_logits"]
+
+    logits = id_logits()
     assert logits.shape == (2, NUM_IDS)
     assert logits.min() >= -1 - 1e-5 and logits.max() <= 1 + 1e-5
+    with torch.no_grad():
+        heads[0].weight.mul_(1000)
+    torch.testing.assert_close(id_logits(), logits)  # cosines ignore the weights' norms; a linear layer would not
 
 
 @pytest.mark.parametrize("block", [None, "cbam"])

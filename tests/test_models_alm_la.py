@@ -9,6 +9,7 @@ import torchvision
 
 from reid_utils.errors import ConfigError, ReidError
 from reid_utils.models import alm, backbones, build_model, la_transformer
+from reid_utils.models.heads import CosineClassifier
 
 SIZES = [(256, 128), (128, 64)]
 
@@ -220,9 +221,16 @@ def test_la_transformer_options():
     assert out["id_logits"] is None and out["attribute_logits"].shape == (2, 30)
     with torch.no_grad():
         assert model.eval()(torch.randn(2, 3, 256, 128))["embedding"].shape == (2, 48)
-    cosine = _tiny_la(num_ids=3, classifier="cosine").train()
-    logits = cosine(torch.randn(2, 3, 256, 128))["id_logits"]
-    assert all(l.abs().max() <= 1 + 1e-5 for l in logits)
+    cosine = _tiny_la(num_ids=3, classifier="cosine").train()  # id_logits exist in training only; dropout 0
+    heads = [m for m in cosine.modules() if isinstance(m, CosineClassifier)]
+    assert len(heads) == len(cosine.part_classifiers) > 0  # one per part
+    x = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        logits = cosine(x)["id_logits"]
+        assert all(part.abs().max() <= 1 + 1e-5 for part in logits)
+        for head in heads:
+            head.weight.mul_(1000)
+        torch.testing.assert_close(cosine(x)["id_logits"], logits)  # cosines ignore the weights' norms
     with pytest.raises(ConfigError, match="classifier"):
         _tiny_la(classifier="arcface")
     with pytest.raises(ConfigError, match="patch_size"):

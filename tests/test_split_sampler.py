@@ -141,10 +141,16 @@ def labels_for(counts):
 
 
 def check_batches(batches, labels, p, k):
+    """P identities x K images; an identity with at least K images gives K different ones (a chunk of its
+    shuffled images), one with fewer is drawn with replacement."""
+    num_images = Counter(labels)
     for batch in batches:
         assert len(batch) == p * k
         counts = Counter(labels[i] for i in batch)
         assert len(counts) == p and set(counts.values()) == {k}
+        for label in counts:
+            if num_images[label] >= k:
+                assert len({i for i in batch if labels[i] == label}) == k, f"repeated images of identity {label}"
 
 
 def test_pk_batches():
@@ -154,8 +160,8 @@ def test_pk_batches():
     assert len(batches) == len(sampler) == (1 + 2 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1) // 3
     check_batches(batches, labels, 3, 4)
     assert sampler.batch_size == 12
-    used = Counter(i for batch in batches for i in batch)
-    assert set(used) <= set(range(len(labels)))
+    only_image = labels.index(7)  # identity 7 has one image: its chunk is that image k = 4 times
+    assert {batch.count(only_image) for batch in batches} <= {0, 4}
 
 
 @settings(max_examples=40, deadline=None)
