@@ -74,6 +74,15 @@ def test_resume_never_continues_the_refit_of_an_earlier_recipe(validated, refitt
     assert best.stat().st_mtime > stamp + 60  # trained again
 
 
+def test_resume_starts_a_refit_with_other_settings_again(validated, refitted, tiny_course_root, tmp_path):
+    """The refit follows its run's settings: resuming it under other ones trains it anew, never half applied."""
+    run = _copy(validated, tmp_path)
+    best = refit_dir(run) / "best.pt"
+    before = best.stat().st_mtime_ns
+    refit(run, model="apr", smoke=True, max_steps=2, data_root=str(tiny_course_root), resume=True, lr=5e-4)
+    assert best.stat().st_mtime_ns > before and load_checkpoint(best)["config"]["lr"] == 5e-4
+
+
 def test_notebooks_leave_refits_out_of_evaluation_and_export_them(validated, refitted, tmp_path):
     run = _copy(validated, tmp_path)
     out = run.parent.parent

@@ -17,9 +17,11 @@ import pytest
 import torch
 
 import reid_utils.engine.loop as loop
+from reid_utils.config import TrainConfig
 from reid_utils.engine import main
-from reid_utils.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
-from reid_utils.errors import TrainingError
+from reid_utils.engine.budget import DEFAULT_NUM_EPOCHS
+from reid_utils.engine.checkpoint import changed_settings, load_checkpoint, load_model_from_checkpoint
+from reid_utils.errors import CheckpointError, TrainingError
 
 TIMING_KEYS = ("train_images_per_second", "epoch_seconds")
 
@@ -91,6 +93,51 @@ def test_resume_without_checkpoint_starts_fresh_and_finished_run_is_kept(tiny_co
     assert first["epoch"] == [1]
     again = main(**settings)  # nothing left to do: the same history, no extra epoch
     assert_same_history(first, again)
+
+
+def test_a_finished_run_resumed_with_other_settings_fails_instead_of_returning_old_results(tiny_course_root, tmp_path):
+    """The notebooks' flow: change a hyperparameter in ``main()`` and run again with RESUME = True."""
+    settings = tiny_run(tiny_course_root, tmp_path / "run", num_epochs=1, max_steps=2, resume=True)
+    main(**settings)
+    last = tmp_path / "run" / "last.pt"
+    before = last.stat().st_mtime_ns
+    expected = (r"last.pt: resuming continues the run stored there as it was configured, and these settings "
+                r"differ: lr 0.001 -> 0.0005; seed 0 -> 3. Set resume=False")
+    with pytest.raises(CheckpointError, match=expected):
+        main(**{**settings, "lr": 5e-4, "seed": 3})
+    assert last.stat().st_mtime_ns == before  # nothing written
+    # where and how it runs is not a setting of the run: a finished run is only reloaded
+    again = main(**{**settings, "eval_batch_size": 8, "progress": True})
+    assert again["epoch"] == [1] and last.stat().st_mtime_ns == before
+
+
+def test_an_interrupted_run_is_never_continued_under_half_applied_settings(tiny_course_root, tmp_path, monkeypatch):
+    """A new seed could not reach the sampler, whose state comes from the checkpoint: refused too."""
+    settings = tiny_run(tiny_course_root, tmp_path / "run", resume=True)
+    real = loop.train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[5] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(**settings)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    with pytest.raises(CheckpointError, match=r"these settings differ: seed 0 -> 1\. Set resume=False"):
+        main(**{**settings, "seed": 1})
+    assert main(**settings)["epoch"] == [1, 2, 3]  # the same settings continue it
+
+
+def test_without_a_budget_num_epochs_none_is_the_default_it_stands_for(tiny_course_root, tmp_path):
+    settings = tiny_run(tiny_course_root, tmp_path / "run", num_epochs=1, max_steps=2)
+    main(**settings)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    ckpt["config"]["num_epochs"] = DEFAULT_NUM_EPOCHS  # as checkpoints before num_epochs=None stored it
+    assert changed_settings(ckpt, TrainConfig.from_overrides(**{**settings, "num_epochs": None})) == []
+    with_budget = TrainConfig.from_overrides(**{**settings, "num_epochs": None, "max_minutes": 5})
+    assert changed_settings(ckpt, with_budget) == [f"num_epochs {DEFAULT_NUM_EPOCHS} -> None", "max_minutes 0.0 -> 5.0"]
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tiny_course_root, tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io import atomic_torch_save
 from ..models import DEFAULT_ATTRIBUTE_FORM, build_model_from_config, model_kwargs, rebuild_config
 from ..schema import BINARY_COLUMNS, FORMS, GROUPS
+from .budget import DEFAULT_NUM_EPOCHS
 from .runtime import unwrap_model
 
 CHECKPOINT_FORMAT = "reid_utils.checkpoint/1"
@@ -316,8 +317,7 @@ def check_compatible(ckpt: dict, cfg: TrainConfig, num_ids: int | None = None, p
     ``cfg``: model name, model options (depth, last stride, ViT sizes ...), attribute form,
     number of identities (``num_ids``, from the current split) or input size.
 
-    Training hyperparameters (lr, epochs, loss weights ...) may differ: they are allowed to
-    change on resume.
+    The training settings (lr, epochs, loss weights ...) are :func:`check_resumable`'s.
     """
     stored = config_from_checkpoint(ckpt, path)
     differences = []
@@ -338,3 +338,40 @@ def check_compatible(ckpt: dict, cfg: TrainConfig, num_ids: int | None = None, p
         differences.append(f"input size {size[0]}x{size[1]} vs {cfg.height}x{cfg.width}")
     if differences:
         raise CheckpointError(f"{path} does not match the config: " + "; ".join(differences) + " (checkpoint vs config)")
+
+
+#: Where and how a run executes, not what it learns: these may change on resume.
+RUNTIME_FIELDS = frozenset({
+    "data_root", "out_dir", "split_file", "cache_images", "num_workers", "eval_batch_size", "device", "precision",
+    "compile", "num_threads", "sync_bn", "resume", "progress",
+})
+
+
+def changed_settings(ckpt: dict, cfg: TrainConfig, path: str | os.PathLike = "checkpoint") -> list[str]:
+    """What ``cfg`` changes against the run stored in ``ckpt``, one ``"lr 0.001 -> 0.0005"`` per
+    training setting (:data:`RUNTIME_FIELDS` left out; without a time budget ``num_epochs=None``
+    is the default number of epochs it stands for)."""
+    def settings(config: TrainConfig) -> dict:
+        values = config.to_dict()
+        if not config.max_minutes and values["num_epochs"] is None:
+            values["num_epochs"] = DEFAULT_NUM_EPOCHS
+        return values
+
+    stored, ours = settings(config_from_checkpoint(ckpt, path)), settings(cfg)
+    return [f"{name} {stored[name]!r} -> {ours[name]!r}" for name in TrainConfig.field_names()
+            if name not in RUNTIME_FIELDS and stored[name] != ours[name]]
+
+
+def check_resumable(ckpt: dict, cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` when ``cfg`` changes a training setting of the run stored in
+    ``ckpt`` (:func:`changed_settings`). Resuming continues that run as it was configured: a
+    finished one would hand back its old results as the new settings', and in an unfinished one
+    some settings could not take effect (the seed and batches live in the sampler's state, a
+    budgeted run keeps its plan), so a changed setting is never half applied."""
+    changed = changed_settings(ckpt, cfg, path)
+    if changed:
+        raise CheckpointError(
+            f"{path}: resuming continues the run stored there as it was configured, and these settings differ: "
+            f"{'; '.join(changed)}. Set resume=False (RESUME = False in the notebooks) to train anew with them in "
+            f"{Path(path).parent}, or choose another output folder"
+        )

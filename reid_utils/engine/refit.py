@@ -1,7 +1,8 @@
 """The final fit: a validated recipe trained again on every training identity.
 
-Validation holds a quarter of the identities out to choose the recipe and its length. Once it
-has, the model that writes the submission should see every identity (a third more people), for
+Validation holds some identities out (a fifth by default, a quarter in the README's recipe) to
+choose the recipe and its length. Once it has, the model that writes the submission should see
+every identity (a quarter or a third more people), for
 the epochs the validated run found best. :func:`refit` does that, next to the validated run:
 ``runs/apr`` -> ``runs/apr_all_ids``. That checkpoint has no validation split of its own (its
 ``history.json`` has no validation metrics), so it is never evaluated, only exported.
@@ -11,8 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..config import TrainConfig
 from ..errors import CheckpointError
-from .checkpoint import load_checkpoint
+from .checkpoint import changed_settings, load_checkpoint
 from .trainer import main
 
 #: ``<run>`` -> ``<run>_all_ids``: where the refit of a run lands.
@@ -48,8 +50,9 @@ def refit(run_dir: str | os.PathLike, **overrides) -> dict:
     size, ``max_minutes``, ``resume``, ...); the refit replaces its split (``val_fraction=0``, no
     split file), its folder (:func:`refit_dir`) and its length: the epoch of ``run_dir/best.pt``
     (the best by the run's ``early_stopping_metric``), an upper bound when ``max_minutes`` is set
-    (a third more images make every epoch longer). ``resume=True`` continues an interrupted
-    refit, but never one older than ``run_dir/best.pt`` (the refit of an earlier recipe).
+    (more images make every epoch longer). ``resume=True`` continues an interrupted
+    refit, but never one older than ``run_dir/best.pt`` (the refit of an earlier recipe) or one
+    with other settings: those start again.
     """
     run_dir = Path(run_dir)
     best = run_dir / "best.pt"
@@ -59,6 +62,9 @@ def refit(run_dir: str | os.PathLike, **overrides) -> dict:
     changes = {"out_dir": str(refit_dir(run_dir)), "split_file": None, "val_fraction": 0.0,
                "num_epochs": int(ckpt["epoch"])}
     last = refit_dir(run_dir) / "last.pt"
-    if overrides.get("resume") and last.is_file() and last.stat().st_mtime < best.stat().st_mtime:
-        changes["resume"] = False  # a refit of an earlier recipe: start again
+    if overrides.get("resume") and last.is_file() and (
+        last.stat().st_mtime < best.stat().st_mtime  # a refit of an earlier recipe
+        or changed_settings(load_checkpoint(last), TrainConfig.from_overrides(**{**overrides, **changes}), last)
+    ):
+        changes["resume"] = False  # start again
     return main(**{**overrides, **changes})

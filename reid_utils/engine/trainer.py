@@ -30,7 +30,7 @@ from ..visualize.history import plot_history
 from . import loop
 from .batches import make_train_batches
 from .budget import DEFAULT_NUM_EPOCHS, WARM_STEPS, EpochPlanner
-from .checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import check_compatible, check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distill import teacher_targets
 from .inference import CachedImages
 from .loop import LOSS_PARTS
@@ -200,6 +200,7 @@ class TrainingRun:
         num_ids = self.split.num_train_ids
         if ckpt is not None:
             check_compatible(ckpt, cfg, num_ids, self.last_path)
+            check_resumable(ckpt, cfg, self.last_path)
             if {int(k): int(v) for k, v in ckpt["pid_to_label"].items()} != self.split.pid_to_label:
                 raise CheckpointError(f"{self.last_path}: its identity mapping differs from the split in {split_path}")
 
@@ -369,7 +370,7 @@ class TrainingRun:
             sampler=self.batches.sampler.state_dict(),
             early_stopping=self.early.state_dict(),
             loss=self.loss_fn.state_dict(),
-            stopped=self.early.should_stop,
+            stopped=self.stopped,  # early stopping or the time budget: a resume then trains nothing
             planned_epochs=self.num_epochs if self.cfg.max_minutes else None,
             world_size=self.info.world_size,
         )
