@@ -7,7 +7,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/01_data_preparation.ipynb)
 #
-# **On Colab**: run the setup cell below first. Keep `OUTPUT_DIR` on Google Drive (parameters cell) so that a disconnected runtime loses at most the epoch in progress.
+# **On Colab**: run the setup cell below first. There `OUTPUT_DIR` defaults to `MyDrive/reid_utils_outputs` on Google Drive (the first run asks for access): each notebook gets a runtime of its own, and only Drive carries the split, checkpoints and submission from one notebook to the next, and through a disconnect.
 
 # %% tags=["skip-execution"]
 # NBVAL_SKIP
@@ -89,7 +89,6 @@ from reid_utils.data import load_dataset, make_split, save_split, summarize
 from reid_utils.notebook import (
     data_root,
     describe_dataset,
-    mount_drive,
     output_dir,
     show,
     show_path,
@@ -101,8 +100,7 @@ from reid_utils.visualize import plot_attribute_examples, plot_dataset_overview
 SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): the bundled sample, outputs/smoke
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample; or a folder or a dataset.zip,
                       # e.g. "/content/drive/MyDrive/dataset.zip" (extracted once; on Colab to /content)
-OUTPUT_DIR = None     # None: <repo>/outputs; on Colab e.g. "/content/drive/MyDrive/reid_outputs"
-USE_DRIVE = False     # Colab: mount Google Drive (for a DATA_ROOT or OUTPUT_DIR on Drive)
+OUTPUT_DIR = None     # None: Drive's MyDrive/reid_utils_outputs on Colab, else <repo>/outputs
 VAL_FRACTION = 0.2    # share of the training identities held out for validation
 SPLIT_SEED = 0        # seed of the split (every notebook reuses the saved split)
 CHECK_IMAGES = True   # decode every image once to find corrupt files (about a minute on Market-1501)
@@ -117,19 +115,15 @@ CHECK_IMAGES = True   # decode every image once to find corrupt files (about a m
 # * **official Market-1501**: `bounding_box_train/`, `bounding_box_test/`, `query/` and
 #   `market_attribute.mat`.
 #
-# On Colab, upload `dataset.zip` to Google Drive, set `USE_DRIVE = True` and
-# `DATA_ROOT = "/content/drive/MyDrive/dataset.zip"` (in every notebook): the zip is
-# checked and extracted once per runtime to `/content/dataset`, the fast local disk.
+# On Colab, upload `dataset.zip` to Google Drive and set
+# `DATA_ROOT = "/content/drive/MyDrive/dataset.zip"` (in every notebook): Drive is mounted
+# when a path is on it, and the zip is checked and extracted once per runtime to
+# `/content/dataset`, the fast local disk.
 # Locally, set `DATA_ROOT` to the folder (or a zip, extracted next to itself), or the
 # environment variable `REID_DATA_ROOT` for every notebook and the command line at once.
 # Without any of these, the bundled synthetic sample (`dataset/sample`) is used.
 #
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.
-
-# %% tags=["skip-execution"]
-# NBVAL_SKIP
-if USE_DRIVE:
-    mount_drive()  # Google Drive appears under /content/drive/MyDrive
 
 # %%
 root = data_root(DATA_ROOT, smoke=SMOKE)

@@ -13,7 +13,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/02_attribute_training.ipynb)
 #
-# **On Colab**: run the setup cell below first, and choose *Runtime → Change runtime type → GPU* for real training. Keep `OUTPUT_DIR` on Google Drive (parameters cell) so that a disconnected runtime loses at most the epoch in progress.
+# **On Colab**: run the setup cell below first, and choose *Runtime → Change runtime type → GPU* for real training. There `OUTPUT_DIR` defaults to `MyDrive/reid_utils_outputs` on Google Drive (the first run asks for access): each notebook gets a runtime of its own, and only Drive carries the split, checkpoints and submission from one notebook to the next, and through a disconnect.
 
 # %% tags=["skip-execution"]
 # NBVAL_SKIP
@@ -97,7 +97,6 @@ from reid_utils.notebook import (
     data_root,
     gpu_available,
     in_colab,
-    mount_drive,
     output_dir,
     run_dir,
     show,
@@ -109,19 +108,20 @@ from reid_utils.visualize import plot_history
 # %%
 SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): tiny runs on the bundled sample
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample (see notebook 01)
-OUTPUT_DIR = None     # None: <repo>/outputs; on Colab e.g. "/content/drive/MyDrive/reid_outputs"
-USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
+OUTPUT_DIR = None     # None: Drive's MyDrive/reid_utils_outputs on Colab, else <repo>/outputs
 RESUME = True         # continue an interrupted run from OUTPUT_DIR/attribute/<model>/last.pt
 MODELS = ["resnet50", "cbam", "alm"]  # registry names (reid_utils.models.MODEL_NAMES)
 
 GPU = gpu_available()  # a CUDA GPU; the defaults below follow it
 PARAMS = dict(        # TrainConfig fields for every model (they win over a model's own defaults)
-    num_epochs=30,    # training epochs (the cosine schedule spans them)
+    num_epochs=30,    # training epochs (the cosine schedule spans them; with a budget, at most)
     height=256 if GPU else 128,  # the papers' 256x128 on a GPU; 128x64 (4x cheaper) on a CPU
     width=128 if GPU else 64,
     depth=50 if GPU else 18,     # ResNet depth 18, 34 or 50
     pretrained=in_colab(),       # ImageNet weights: they need internet (Colab), else from scratch
-    max_minutes=0,    # stop after the epoch that would pass this budget (0: none)
+    # CPU: at most 20 minutes per model (three models: an hour), the epochs planned from the
+    # measured speed so that the cosine ends inside it; 0: no budget
+    max_minutes=0 if GPU else 20,
 )
 PER_MODEL = {         # extra TrainConfig fields per model, on top of PARAMS
     "resnet50": dict(early_stopping_metric="attribute_accuracy"),  # best.pt by attribute accuracy
@@ -133,11 +133,6 @@ if SMOKE:             # one short epoch per model, CPU, fp32, seeded (SMOKE_SETT
 
 # %% [markdown]
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.
-
-# %% tags=["skip-execution"]
-# NBVAL_SKIP
-if USE_DRIVE:
-    mount_drive()  # Google Drive appears under /content/drive/MyDrive
 
 # %%
 root = data_root(DATA_ROOT, smoke=SMOKE)
@@ -153,10 +148,13 @@ print("outputs:", show_path(out))
 # ones. Each model writes `OUTPUT_DIR/attribute/<model>/`: `best.pt` (the best epoch,
 # used by notebooks 04 and 05), `last.pt` (after every epoch, for `resume`),
 # `history.json` and `curves.png`. With `RESUME = True`, running this cell again after a
-# disconnect continues from `last.pt`; a finished run is only reloaded.
+# disconnect continues from `last.pt` and a finished run is only reloaded; resuming with
+# other settings (a changed `PARAMS`) is an error that lists them: set `RESUME = False` to
+# train anew.
 #
 # The same run from a terminal (every field is an option):
-# `python -m reid_utils train --model alm --out outputs/attribute/alm --epochs 30 --resume`.
+# `python -m reid_utils train --model alm --out outputs/attribute/alm --epochs 30 --resume`
+# (`--max-minutes 20` on a CPU).
 
 # %%
 # NBVAL_IGNORE_OUTPUT

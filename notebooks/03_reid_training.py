@@ -12,7 +12,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/03_reid_training.ipynb)
 #
-# **On Colab**: run the setup cell below first, and choose *Runtime → Change runtime type → GPU* for real training. Keep `OUTPUT_DIR` on Google Drive (parameters cell) so that a disconnected runtime loses at most the epoch in progress.
+# **On Colab**: run the setup cell below first, and choose *Runtime → Change runtime type → GPU* for real training. There `OUTPUT_DIR` defaults to `MyDrive/reid_utils_outputs` on Google Drive (the first run asks for access): each notebook gets a runtime of its own, and only Drive carries the split, checkpoints and submission from one notebook to the next, and through a disconnect.
 
 # %% tags=["skip-execution"]
 # NBVAL_SKIP
@@ -98,7 +98,6 @@ from reid_utils.notebook import (
     data_root,
     gpu_available,
     in_colab,
-    mount_drive,
     output_dir,
     run_dir,
     show,
@@ -110,8 +109,7 @@ from reid_utils.visualize import plot_history
 # %%
 SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): tiny runs on the bundled sample
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample (see notebook 01)
-OUTPUT_DIR = None     # None: <repo>/outputs; on Colab e.g. "/content/drive/MyDrive/reid_outputs"
-USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
+OUTPUT_DIR = None     # None: Drive's MyDrive/reid_utils_outputs on Colab, else <repo>/outputs
 RESUME = True         # continue an interrupted run from OUTPUT_DIR/reid/<model>/last.pt
 MODELS = ["apr"]      # add "resnet50", "convhead", "self_attention", "la_transformer", "osnet" to compare
 REFIT = True          # then train the best model again on every identity: notebook 05 exports that refit
@@ -138,11 +136,6 @@ if SMOKE:             # one short epoch per model, CPU, fp32, seeded (SMOKE_SETT
 # %% [markdown]
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.
 
-# %% tags=["skip-execution"]
-# NBVAL_SKIP
-if USE_DRIVE:
-    mount_drive()  # Google Drive appears under /content/drive/MyDrive
-
 # %%
 root = data_root(DATA_ROOT, smoke=SMOKE)
 out = output_dir(OUTPUT_DIR, smoke=SMOKE)
@@ -157,7 +150,9 @@ print("outputs:", show_path(out))
 # ones. Each model writes `OUTPUT_DIR/reid/<model>/`: `best.pt` (the best epoch,
 # used by notebooks 04 and 05), `last.pt` (after every epoch, for `resume`),
 # `history.json` and `curves.png`. With `RESUME = True`, running this cell again after a
-# disconnect continues from `last.pt`; a finished run is only reloaded.
+# disconnect continues from `last.pt` and a finished run is only reloaded; resuming with
+# other settings (a changed `PARAMS`) is an error that lists them: set `RESUME = False` to
+# train anew.
 #
 # The same run from a terminal (every field is an option):
 # `python -m reid_utils train --model apr --out outputs/reid/apr --max-minutes 60 --resume`.
@@ -220,8 +215,9 @@ for name, row in best.items():
 # %% [markdown]
 # ## The final fit, on every identity
 #
-# Validation held a quarter of the identities out to choose the model and its length. The
-# model that writes the submission should see all of them, a third more people: the model
+# Validation held some identities out (`VAL_FRACTION` in notebook 01: a fifth by default) to
+# choose the model and its length. The model that writes the submission should see all of
+# them (a quarter more people with the default split): the model
 # with the best validation mAP is trained again with `val_fraction=0` for the epochs that
 # validated best (at most; `max_minutes` still holds), into `OUTPUT_DIR/reid/<model>_all_ids/`.
 # Notebook 05 exports that refit when it exists; its validation numbers are those above

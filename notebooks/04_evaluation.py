@@ -10,7 +10,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/04_evaluation.ipynb)
 #
-# **On Colab**: run the setup cell below first. Keep `OUTPUT_DIR` on Google Drive (parameters cell) so that a disconnected runtime loses at most the epoch in progress.
+# **On Colab**: run the setup cell below first. There `OUTPUT_DIR` defaults to `MyDrive/reid_utils_outputs` on Google Drive (the first run asks for access): each notebook gets a runtime of its own, and only Drive carries the split, checkpoints and submission from one notebook to the next, and through a disconnect.
 
 # %% tags=["skip-execution"]
 # NBVAL_SKIP
@@ -103,7 +103,6 @@ from reid_utils.notebook import (
     figure_dir,
     find_checkpoints,
     inference_fast_path,
-    mount_drive,
     output_dir,
     show,
     show_path,
@@ -128,8 +127,7 @@ from reid_utils.visualize import (
 # %%
 SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): the tiny checkpoints in outputs/smoke
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample (the data the models trained on)
-OUTPUT_DIR = None     # None: <repo>/outputs; the OUTPUT_DIR of notebooks 02 and 03
-USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
+OUTPUT_DIR = None     # the OUTPUT_DIR of notebooks 02 and 03 (None: Drive on Colab, else <repo>/outputs)
 CHECKPOINTS = None    # None: every OUTPUT_DIR/<task>/<model>/best.pt but refits (no split); or {"name": "path"}
 PROTOCOL = "market"   # re-ID table: "market" (same-camera matches ignored) or "course"
 RETRIEVAL_MODEL = "reid/apr"    # model for the retrieval grid, t-SNE and search (else the first)
@@ -144,11 +142,6 @@ ACTIVATION_GROUP = "upcolour"  # attribute group whose activation maps are drawn
 
 # %% [markdown]
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.
-
-# %% tags=["skip-execution"]
-# NBVAL_SKIP
-if USE_DRIVE:
-    mount_drive()  # Google Drive appears under /content/drive/MyDrive
 
 # %%
 root = data_root(DATA_ROOT, smoke=SMOKE)
@@ -307,9 +300,9 @@ show(plot_images(found, titles=titles, path=figures / "attribute_search.png"), f
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-records = {str(r.path): r for r in load_dataset(root).train}
+records = {str(r.path): r for part in load_dataset(root).splits().values() for r in part}  # Market: test images
 hits = matches_attribute_query(SEARCH, [records[p] for p in found])
-base = matches_attribute_query(SEARCH, [records[p] for p in gallery["paths"] if p in records])
+base = matches_attribute_query(SEARCH, [records[p] for p in gallery["paths"]])
 print(f"{hits.sum()} of the top {len(hits)} really match; {100 * base.mean():.1f}% of the gallery does")
 
 # %% [markdown]

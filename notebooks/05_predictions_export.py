@@ -20,13 +20,14 @@
 #
 # **The rankings come from the refit on every identity** when notebook 03 made one
 # (`REFIT = True`, its default): the best re-ID model trained again on all training
-# identities, a third more people than the validated run saw. Without a refit, from the
+# identities, a quarter more people than the validated run saw (with notebook 01's default
+# split). Without a refit, from the
 # validated model. Re-ranking is on where it raises the validation course mAP (`RERANK`; a
 # refit has no held-out people, so the validated run it repeats decides).
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/reid-utils/reid_utils/blob/main/notebooks/05_predictions_export.ipynb)
 #
-# **On Colab**: run the setup cell below first. Keep `OUTPUT_DIR` on Google Drive (parameters cell) so that a disconnected runtime loses at most the epoch in progress.
+# **On Colab**: run the setup cell below first. There `OUTPUT_DIR` defaults to `MyDrive/reid_utils_outputs` on Google Drive (the first run asks for access): each notebook gets a runtime of its own, and only Drive carries the split, checkpoints and submission from one notebook to the next, and through a disconnect.
 
 # %% tags=["skip-execution"]
 # NBVAL_SKIP
@@ -111,7 +112,6 @@ from reid_utils.notebook import (
     find_checkpoints,
     head,
     inference_fast_path,
-    mount_drive,
     output_dir,
     refit_of,
     show_path,
@@ -122,8 +122,7 @@ from reid_utils.notebook import (
 # %%
 SMOKE = smoke_mode()  # True under the tests (REID_SMOKE=1): the tiny checkpoint, the bundled sample
 DATA_ROOT = None      # None: $REID_DATA_ROOT, else the bundled sample; the folder with test/ and queries/
-OUTPUT_DIR = None     # None: <repo>/outputs; the OUTPUT_DIR of notebooks 02 and 03
-USE_DRIVE = False     # Colab: mount Google Drive (for an OUTPUT_DIR or DATA_ROOT on Drive)
+OUTPUT_DIR = None     # the OUTPUT_DIR of notebooks 02 and 03 (None: Drive on Colab, else <repo>/outputs)
 REID_CHECKPOINT = None       # None: the refit of notebook 03's best re-ID model (validation mAP), else that model
 ATTRIBUTE_CHECKPOINT = None  # None: the model with the best validation attribute accuracy (notebooks 02 and 03)
 SUBMISSION_DIR = None # None: OUTPUT_DIR/submission
@@ -134,20 +133,19 @@ RERANK = "auto"       # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) before
 # %% [markdown]
 # `SMOKE` is set when the tests run the notebooks (`REID_SMOKE=1`): they then always use the bundled sample and `<repo>/outputs/smoke` (never your own runs), and any training is a few steps of a tiny model (`reid_utils.config.SMOKE_SETTINGS`), so that each notebook runs in about a minute on a CPU.
 
-# %% tags=["skip-execution"]
-# NBVAL_SKIP
-if USE_DRIVE:
-    mount_drive()  # Google Drive appears under /content/drive/MyDrive
-
 # %%
 root = data_root(DATA_ROOT, smoke=SMOKE)
 out = output_dir(OUTPUT_DIR, smoke=SMOKE)
 if SMOKE:  # the tests may run this notebook alone: train the tiny checkpoint if missing
     smoke_checkpoints(out, root)
-found = find_checkpoints(out)  # {"attribute/alm": best.pt, ..., "reid/apr": best.pt}
-validated = found[best_checkpoint({k: v for k, v in found.items() if k.startswith("reid/")}, "mAP")]
-reid_checkpoint = REID_CHECKPOINT or refit_of(validated) or validated
-attribute_checkpoint = ATTRIBUTE_CHECKPOINT or found[best_checkpoint(found, "attribute_accuracy")]
+reid_checkpoint, attribute_checkpoint = REID_CHECKPOINT or None, ATTRIBUTE_CHECKPOINT or None
+if reid_checkpoint is None or attribute_checkpoint is None:  # only then look in OUTPUT_DIR
+    found = find_checkpoints(out)  # {"attribute/alm": best.pt, ..., "reid/apr": best.pt}
+if reid_checkpoint is None:
+    validated = found[best_checkpoint({k: v for k, v in found.items() if k.startswith("reid/")}, "mAP")]
+    reid_checkpoint = refit_of(validated) or validated
+if attribute_checkpoint is None:
+    attribute_checkpoint = found[best_checkpoint(found, "attribute_accuracy")]
 submission = SUBMISSION_DIR or out / "submission"
 print("data:                 ", show_path(root))
 print("rankings (re-ID):     ", show_path(reid_checkpoint))

@@ -3,7 +3,7 @@
 * Where things are: :func:`repo_root`, :func:`data_root`, :func:`output_dir`, :func:`run_dir`,
   :func:`find_checkpoints`, :func:`refit_of`, :func:`figure_dir`, :func:`show_path`.
 * The environment: :func:`smoke_mode` (``REID_SMOKE=1``, set by the notebook tests),
-  :func:`in_colab`, :func:`gpu_available`, :func:`mount_drive`, :func:`versions`,
+  :func:`in_colab`, :func:`gpu_available`, :func:`mount_drive`, :func:`ensure_drive`, :func:`versions`,
   :func:`inference_fast_path`.
 * Display: :func:`show` (a figure as an image only, so nbval has no text to compare),
   :func:`describe_dataset`.
@@ -11,8 +11,9 @@
 Tables from training histories are in :mod:`reid_utils.evaluation.history`, data figures in
 :mod:`reid_utils.visualize.dataset`.
 
-Output folder layout shared by the notebooks (``OUTPUT_DIR``, default ``<repo>/outputs``;
-``<repo>/outputs/smoke`` in smoke mode so that tests never touch real runs)::
+Output folder layout shared by the notebooks (``OUTPUT_DIR``, default ``<repo>/outputs``, on
+Colab :data:`COLAB_OUTPUT_DIR` on Google Drive; ``<repo>/outputs/smoke`` in smoke mode so that
+tests never touch real runs)::
 
     split.json                     notebook 01: the identity-disjoint train/validation split
     attribute/<model>/best.pt      notebook 02 (also last.pt, history.json, curves.png)
@@ -53,6 +54,11 @@ SMOKE_ENVIRONMENT = {SMOKE_ENV_VAR: "1"}
 X86_SMOKE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 TASKS = ("attribute", "reid")  # sub-folders of the output folder: notebook 02, notebook 03
 DRIVE_MOUNTPOINT = "/content/drive"
+#: The notebooks' output folder on Colab when ``OUTPUT_DIR`` is None. Colab gives each notebook
+#: opened from a badge a runtime of its own, whose disk the next notebook never sees (and which
+#: is gone at a disconnect): only a Drive folder carries the split, the checkpoints and the
+#: submission from one notebook to the next.
+COLAB_OUTPUT_DIR = DRIVE_MOUNTPOINT + "/MyDrive/reid_utils_outputs"
 #: What notebooks 02 and 03 train by default (and so in smoke mode): notebooks 04 and 05 use these.
 DEFAULT_RUNS: dict[str, tuple[str, ...]] = {"attribute": ("resnet50", "cbam", "alm"), "reid": ("apr",)}
 
@@ -95,11 +101,12 @@ def data_root(path: str | os.PathLike | None = None, smoke: bool = False) -> Pat
 
     A ``.zip`` (e.g. ``dataset.zip`` on Google Drive) is checked and extracted once: on Colab
     to ``/content/<zip name>`` (the runtime's local disk: reading 30,000 small files from
-    Drive is slow), elsewhere next to the zip.
+    Drive is slow), elsewhere next to the zip. A path on Drive mounts it first (:func:`ensure_drive`).
     """
     if smoke:
         return ensure_sample()
     given = str(path) if path is not None and str(path) != "" else os.environ.get(ENV_VAR, "").strip()
+    ensure_drive(given)
     if given and in_colab() and given.lower().endswith(".zip") and Path(given).expanduser().is_file():
         zip_path = Path(given).expanduser()
         return extract_zip(zip_path, Path("/content") / zip_path.stem)
@@ -114,14 +121,17 @@ def gpu_available() -> bool:
 
 
 def output_dir(path: str | os.PathLike | None = None, smoke: bool = False) -> Path:
-    """The notebooks' output folder, created: ``path`` (e.g. a Google Drive folder on Colab),
-    else ``<repo>/outputs`` (``<repo>/outputs/smoke`` in smoke mode, which also ignores ``path``)."""
+    """The notebooks' output folder, created: ``path``, else :data:`COLAB_OUTPUT_DIR` on Colab
+    (Drive is mounted first: :func:`ensure_drive`) and ``<repo>/outputs`` elsewhere
+    (``<repo>/outputs/smoke`` in smoke mode, which also ignores ``path``). On Colab a path
+    outside Drive, such as ``/content/outputs``, stays on this notebook's runtime."""
     if smoke:
         out = repo_root() / "outputs" / "smoke"
     elif path is not None and str(path) != "":
         out = Path(path).expanduser()
     else:
-        out = repo_root() / "outputs"
+        out = Path(COLAB_OUTPUT_DIR) if in_colab() else repo_root() / "outputs"
+    ensure_drive(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -148,7 +158,8 @@ def find_checkpoints(out: str | os.PathLike) -> dict[str, Path]:
     if not found:
         raise FileNotFoundError(
             f"no checkpoint in {Path(out) / 'attribute'}/<model>/best.pt or {Path(out) / 'reid'}/<model>/best.pt: "
-            "train models in notebooks 02 and 03 first (with the same OUTPUT_DIR), or set CHECKPOINTS"
+            "train models in notebooks 02 and 03 first (with the same OUTPUT_DIR), or name checkpoints in the "
+            "parameters cell (CHECKPOINTS in notebook 04, REID_CHECKPOINT and ATTRIBUTE_CHECKPOINT in 05)"
         )
     return found
 
@@ -235,6 +246,15 @@ def mount_drive(mountpoint: str = DRIVE_MOUNTPOINT) -> Path | None:
 
     drive.mount(mountpoint)
     return Path(mountpoint) / "MyDrive"
+
+
+def ensure_drive(path: str | os.PathLike) -> None:
+    """Mount Google Drive when ``path`` is on it (under ``/content/drive``), this is Colab and
+    Drive is not mounted yet; otherwise nothing. A folder made there before the mount would
+    be on the runtime's disk, not on Drive, and would block the mount."""
+    on_drive = str(path) != "" and Path(str(path)).expanduser().absolute().is_relative_to(DRIVE_MOUNTPOINT)
+    if on_drive and in_colab() and not Path(DRIVE_MOUNTPOINT, "MyDrive").is_dir():
+        mount_drive(DRIVE_MOUNTPOINT)
 
 
 def versions() -> str:

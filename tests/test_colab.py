@@ -10,6 +10,7 @@ import shutil
 import site
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -95,6 +96,59 @@ def test_setup_cell_retries_cleanly_after_a_broken_copy(tmp_path):
     done = run_cell(Path(sys.executable), tmp_path, REID_REPO_URL=(tmp_path / "no-such-repo").as_uri())
     assert "Could not clone" in done.stderr and "FileExistsError" not in done.stderr
     assert not leftover.exists()
+
+
+@pytest.fixture
+def colab_drive(monkeypatch, tmp_path):
+    """This process as a Colab runtime (a stand-in ``google.colab``) whose Drive mounts under
+    ``tmp_path/drive``; returns ``(mounts, files)``: the mount calls so far, and what Drive holds
+    once mounted (``{path under MyDrive: folder to copy there}``)."""
+    from reid_utils import notebook
+
+    mounts, files = [], {}
+
+    def mount(mountpoint):
+        mounts.append(mountpoint)
+        Path(mountpoint, "MyDrive").mkdir(parents=True)
+        for name, source in files.items():
+            shutil.copytree(source, Path(mountpoint, "MyDrive", name))
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mount)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(notebook, "DRIVE_MOUNTPOINT", str(tmp_path / "drive"))
+    monkeypatch.setattr(notebook, "COLAB_OUTPUT_DIR", str(tmp_path / "drive" / "MyDrive" / "reid_utils_outputs"))
+    return mounts, files
+
+
+def test_on_colab_the_outputs_default_to_drive_mounted_before_the_folder_is_made(colab_drive, tmp_path):
+    """Each notebook has a runtime of its own: only Drive carries the outputs to the next one."""
+    from reid_utils.notebook import output_dir
+
+    mounts, _ = colab_drive
+    out = output_dir()
+    assert out == tmp_path / "drive" / "MyDrive" / "reid_utils_outputs" and out.is_dir()
+    assert mounts == [str(tmp_path / "drive")]  # the stand-in mount would fail on a folder made first
+    assert output_dir() == out and len(mounts) == 1  # mounted once a runtime
+    assert output_dir(tmp_path / "drive" / "MyDrive" / "mine") == tmp_path / "drive" / "MyDrive" / "mine"
+    assert len(mounts) == 1
+
+
+def test_on_colab_a_folder_off_drive_stays_on_the_runtime(colab_drive, tmp_path):
+    from reid_utils.notebook import output_dir
+
+    mounts, _ = colab_drive
+    assert output_dir(tmp_path / "content" / "outputs") == tmp_path / "content" / "outputs"
+    assert mounts == []
+
+
+def test_on_colab_a_data_root_on_drive_is_mounted_before_it_is_read(colab_drive, tmp_path, tiny_course_root):
+    from reid_utils.notebook import data_root
+
+    mounts, files = colab_drive
+    files["dataset"] = tiny_course_root
+    root = data_root(str(tmp_path / "drive" / "MyDrive" / "dataset"))
+    assert root == tmp_path / "drive" / "MyDrive" / "dataset" and mounts == [str(tmp_path / "drive")]
 
 
 def test_pip_keeps_the_installed_torch_and_torchvision(tmp_path):
